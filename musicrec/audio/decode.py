@@ -1,0 +1,101 @@
+"""Audio decoding for bulk feature extraction: any of wav/flac/ogg/mp3, any rate, to 22050 Hz mono.
+
+Backend: soundfile (libsndfile 1.2, which reads all four formats) + soxr for
+resampling. `benchmarks/frontend.py` measures it against tensorflow-io's
+decoders side by side; soundfile + soxr is the faster, so it does the bulk
+work. Serving graphs never decode compressed audio (core TF has only WAV), so
+tensorflow-io is not needed at run time.
+
+Every way a file can be unusable has its own exception, so batch extraction can
+count each kind in its quarantine report.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from typing import Optional
+
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLE_RATE = 22050
+# RMS below this (in dB relative to full scale) over the decoded excerpt counts
+# as silent: -60 dBFS is below the noise floor of any real recording.
+SILENCE_DBFS = -60.0
+
+
+class AudioError(Exception):
+    """Base class: the audio file cannot be used. `status` names the kind."""
+
+    status = "unusable"
+
+    def __init__(self, path, detail: str):
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}")
+
+
+class MissingAudioError(AudioError):
+    status = "missing"
+
+
+class UnreadableAudioError(AudioError):
+    status = "unreadable"
+
+
+class EmptyAudioError(AudioError):
+    status = "empty"
+
+
+class SilentAudioError(AudioError):
+    status = "silent"
+
+
+class TooShortAudioError(AudioError):
+    status = "too_short"
+
+
+AUDIO_ERRORS = (MissingAudioError, UnreadableAudioError, EmptyAudioError, SilentAudioError, TooShortAudioError)
+AUDIO_STATUSES = tuple(e.status for e in AUDIO_ERRORS)
+
+
+def load_audio(
+    path,
+    sample_rate: int = SAMPLE_RATE,
+    max_seconds: Optional[float] = 30.0,
+    min_seconds: float = 0.0,
+) -> np.ndarray:
+    """Decodes the first `max_seconds` of `path` as float32 mono at `sample_rate`.
+
+    Raises a subclass of AudioError when the file is missing, cannot be
+    decoded, holds no samples, is shorter than `min_seconds` (for example the
+    training context duration), or is silent.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise MissingAudioError(path, "file not found")
+    try:
+        with soundfile.SoundFile(str(path)) as f:
+            native_rate = f.samplerate
+            total_frames = f.frames
+            wanted = total_frames if max_seconds is None else min(total_frames, math.ceil(max_seconds * native_rate))
+            audio = f.read(frames=wanted, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        raise UnreadableAudioError(path, f"cannot decode audio ({e})") from None
+    if audio.size == 0:
+        raise EmptyAudioError(path, "file holds no audio samples")
+    duration = total_frames / native_rate
+    if duration < min_seconds:
+        raise TooShortAudioError(path, f"{duration:.2f} s long; at least {min_seconds:.2f} s is needed")
+    mono = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise UnreadableAudioError(path, "decoded samples contain NaN or infinity")
+    rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
+    if rms <= 10 ** (SILENCE_DBFS / 20):
+        level = "digital silence" if rms == 0 else f"{20 * math.log10(rms):.1f} dBFS RMS"
+        raise SilentAudioError(path, f"silent ({level}, threshold {SILENCE_DBFS:.0f} dBFS)")
+    if native_rate != sample_rate:
+        mono = soxr.resample(mono, native_rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
