@@ -11,6 +11,9 @@ import sys
 import warnings
 
 __version__ = "0.1.0"
+# Prefix of progress lines logged inside Beam workers, which the CLI keeps when
+# it filters Beam's own relayed worker logs.
+LOG_TAG = "[musicrec]"
 
 if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
     warnings.warn(
@@ -26,4 +29,10 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # google-api-core warns on every import that Python 3.10 support is ending;
 # TFX 1.16 requires 3.10, so the warning is noise for our users.
-warnings.filterwarnings("ignore", message=".*non-supported Python version.*", category=FutureWarning)
+_PY310_NOTICE = "You are using a non-supported Python version"
+warnings.filterwarnings("ignore", message=_PY310_NOTICE, category=FutureWarning)
+# The same for Beam's worker processes, which import google libraries before ours.
+if _PY310_NOTICE not in os.environ.get("PYTHONWARNINGS", ""):
+    os.environ["PYTHONWARNINGS"] = ",".join(
+        filter(None, [os.environ.get("PYTHONWARNINGS"), f"ignore:{_PY310_NOTICE}:FutureWarning"])
+    )

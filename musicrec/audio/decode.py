@@ -83,7 +83,7 @@ def load_audio(
             wanted = total_frames if max_seconds is None else min(total_frames, math.ceil(max_seconds * native_rate))
             audio = f.read(frames=wanted, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
-        raise UnreadableAudioError(path, f"cannot decode audio ({e})") from None
+        raise UnreadableAudioError(path, f"not a decodable wav/flac/ogg/mp3 file (libsndfile: {e})") from None
     if audio.size == 0:
         raise EmptyAudioError(path, "file holds no audio samples")
     duration = total_frames / native_rate

@@ -64,14 +64,15 @@ DEFAULT = LogMelConfig()
 
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(config: LogMelConfig = DEFAULT) -> np.ndarray:
-    """[n_fft // 2 + 1, n_mels] HTK mel weights (TensorFlow's definition)."""
-    return tf.signal.linear_to_mel_weight_matrix(
-        num_mel_bins=config.n_mels,
-        num_spectrogram_bins=config.n_fft // 2 + 1,
-        sample_rate=config.sample_rate,
-        lower_edge_hertz=config.fmin,
-        upper_edge_hertz=config.fmax,
-    ).numpy()
+    """[n_fft // 2 + 1, n_mels] HTK mel weights (TensorFlow's definition), as a numpy constant."""
+    with tf.init_scope():  # evaluate eagerly even when first called while tracing a tf.function
+        return tf.signal.linear_to_mel_weight_matrix(
+            num_mel_bins=config.n_mels,
+            num_spectrogram_bins=config.n_fft // 2 + 1,
+            sample_rate=config.sample_rate,
+            lower_edge_hertz=config.fmin,
+            upper_edge_hertz=config.fmax,
+        ).numpy()
 
 
 def log_mel_spectrogram(waveform: tf.Tensor, config: LogMelConfig = DEFAULT) -> tf.Tensor:

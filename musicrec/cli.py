@@ -1,0 +1,152 @@
+"""The `musicrec` command. Subcommands parse arguments and call into the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import sys
+
+import musicrec
+
+
+def _feedback_config(args):
+    from musicrec.data.contract import FeedbackConfig
+
+    kwargs = {}
+    if args.liked_events:
+        kwargs["liked_events"] = tuple(args.liked_events.split(","))
+    if args.disliked_events:
+        kwargs["disliked_events"] = tuple(args.disliked_events.split(","))
+    return FeedbackConfig(min_liked=args.min_liked, min_disliked=args.min_disliked, **kwargs)
+
+
+def _add_feedback_args(parser):
+    parser.add_argument("--liked-events", help="comma-separated events that count as liked (default: like,playlist_add,complete)")
+    parser.add_argument("--disliked-events", help="comma-separated events that count as disliked (default: dislike,skip)")
+    parser.add_argument("--min-liked", type=int, default=10, help="users with fewer liked tracks are excluded (default 10)")
+    parser.add_argument("--min-disliked", type=int, default=10, help="users with fewer disliked tracks are excluded (default 10)")
+
+
+def cmd_generate_demo(args):
+    from musicrec.simulation.generator import generate_demo
+
+    out = generate_demo(args.out, size=args.size, seed=args.seed, faults=not args.no_faults, overwrite=args.overwrite)
+    print(f"Wrote the {args.size} dataset (seed {args.seed}) to {out}")
+
+
+def cmd_validate_data(args):
+    from musicrec.data.validation import validate_dataset
+
+    report = validate_dataset(
+        args.dataset, _feedback_config(args), min_audio_seconds=args.context_seconds, check_audio=not args.skip_audio
+    )
+    report_dir = report.write(args.report_dir or pathlib.Path("reports") / "validate-data" / pathlib.Path(args.dataset).name)
+    print(report.format())
+    print(f"Reports written to {report_dir}")
+    if not report.usable:
+        print("ERROR: the dataset cannot be used: " + "; ".join(report.fatal), file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_extract_features(args):
+    from components.audio_features.transforms import extract_features
+    from musicrec.data.loading import load_dataset
+
+    dataset = load_dataset(args.dataset)
+    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    report = extract_features(tracks, args.out, min_seconds=args.context_seconds, beam_args=args.beam_arg)
+    print(report.format())
+    return 0 if report.extracted else 2
+
+
+def cmd_demo(args):
+    from pipeline.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(data_dir=args.data_dir, work_dir=args.work_dir, size=args.size, seed=args.seed))
+
+
+def cmd_oracle(args):
+    from musicrec.data.feedback import feedback_labels
+    from musicrec.data.loading import load_dataset
+    from musicrec.simulation.oracle import GroundTruth, oracle_auc
+
+    dataset = load_dataset(args.dataset)
+    labels = feedback_labels(dataset.interactions, _feedback_config(args)).labels
+    print(json.dumps({"pairs": len(labels), "oracle_auc": oracle_auc(GroundTruth.load(args.dataset), labels)}))
+
+
+class _BeamNoiseFilter(logging.Filter):
+    """Beam relays every worker's log chatter; keep errors and our own progress lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or musicrec.LOG_TAG in record.getMessage()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.name.startswith("apache_beam") or _BeamNoiseFilter().filter(record))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="musicrec", description=__doc__)
+    parser.add_argument("--version", action="version", version=musicrec.__version__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate-demo", help="write the simulated music service as a plain-layout dataset")
+    p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-faults", action="store_true", help="do not add the deliberately broken files and rows")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=cmd_generate_demo)
+
+    p = sub.add_parser("validate-data", help="check a dataset against the data contract and report")
+    p.add_argument("dataset", help="dataset folder (users, tracks, interactions + audio)")
+    p.add_argument("--report-dir", help="where to write the report files (default reports/validate-data/<name>)")
+    p.add_argument("--context-seconds", type=float, default=3.0, help="audio shorter than this is 'too short' (default 3)")
+    p.add_argument("--skip-audio", action="store_true", help="check the tables only, not the audio files")
+    _add_feedback_args(p)
+    p.set_defaults(func=cmd_validate_data)
+
+    p = sub.add_parser("extract-features", help="log-mel features of every track (Beam), with a quarantine report")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True, help="output folder for TFRecords and quarantine.jsonl")
+    p.add_argument("--context-seconds", type=float, default=3.0)
+    p.add_argument(
+        "--beam-arg", action="append", default=[],
+        help="Beam pipeline option, repeatable (e.g. --beam-arg=--direct_num_workers=2 --beam-arg=--direct_running_mode=multi_processing)",
+    )
+    p.set_defaults(func=cmd_extract_features)
+
+    p = sub.add_parser("oracle", help="oracle AUC of a generated dataset on all its feedback pairs")
+    p.add_argument("dataset")
+    _add_feedback_args(p)
+    p.set_defaults(func=cmd_oracle)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default dataset (generated if missing)")
+    p.add_argument("--data-dir", default="data/demo")
+    p.add_argument("--work-dir", default="runs/demo")
+    p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    from musicrec.data.loading import DatasetError
+
+    try:
+        return args.func(args) or 0
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

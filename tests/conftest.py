@@ -1,0 +1,52 @@
+"""Shared fixtures: one generated tiny dataset per session, and a writer for hand-made datasets."""
+
+import pathlib
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+
+from musicrec.simulation.generator import generate_demo
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> pathlib.Path:
+    return generate_demo(tmp_path_factory.mktemp("tiny") / "data", size="tiny", seed=TINY_SEED)
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    mono = (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return mono if channels == 1 else np.stack([mono] * channels, axis=1)
+
+
+def write_dataset(root: pathlib.Path, users: str, tracks: str, interactions: str, audio_seconds: float = 4.0):
+    """Writes CSV text tables and a short tone for every audio_path in tracks."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "users.csv").write_text(users)
+    (root / "tracks.csv").write_text(tracks)
+    (root / "interactions.csv").write_text(interactions)
+    frame = pd.read_csv(root / "tracks.csv", dtype=str, on_bad_lines="skip")
+    for path in frame.get("audio_path", pd.Series(dtype=str)).dropna():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        soundfile.write(str(root / path), tone(audio_seconds, 22050), 22050)
+    return root
+
+
+def feedback_rows(user: str, liked: int, disliked: int, start: int = 1_700_000_000) -> str:
+    """Interaction CSV lines: `liked` likes and `disliked` skips of tracks t1..tN."""
+    lines = []
+    for i in range(liked):
+        lines.append(f"{user},t{i + 1},{start + i},like")
+    for j in range(disliked):
+        lines.append(f"{user},t{liked + j + 1},{start + 1000 + j},skip")
+    return "\n".join(lines) + "\n"
+
+
+def tracks_csv(n: int) -> str:
+    rows = [f"t{i + 1},a{i % 3},al{i % 5},audio/t{i + 1}.wav" for i in range(n)]
+    return "track_id,artist_id,album_id,audio_path\n" + "\n".join(rows) + "\n"
