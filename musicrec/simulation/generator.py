@@ -163,7 +163,12 @@ def _write_ground_truth(out, world, tracks, fault_rows, size, seed):
         root / "tracks.csv", index=False, float_format="%.6f"
     )
     pd.DataFrame(fault_rows, columns=["track_id", "fault"]).to_csv(root / "faults.csv", index=False)
-    np.savez_compressed(root / "artist_affinity.npz", user_ids=world.users["user_id"].to_numpy(), artist_ids=world.artist_ids, affinity=world.artist_affinity)
+    np.savez_compressed(
+        root / "artist_affinity.npz",
+        user_ids=world.users["user_id"].to_numpy().astype(str),
+        artist_ids=world.artist_ids.astype(str),
+        affinity=world.artist_affinity,
+    )
     params = {
         "generator_version": GENERATOR_VERSION,
         "size": size,
