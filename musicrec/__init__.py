@@ -24,9 +24,10 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         stacklevel=2,
     )
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-# TensorFlow's C++ start-up chatter (CUDA plugin registration on CPU machines)
-# hides the progress lines users need; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (CUDA plugin "errors" logged on every
+# import on CPU machines) hides the progress lines users need. Real failures
+# still surface as Python exceptions; export TF_CPP_MIN_LOG_LEVEL=0 to see all.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # google-api-core warns on every import that Python 3.10 support is ending;
 # TFX 1.16 requires 3.10, so the warning is noise for our users.
 _PY310_NOTICE = "You are using a non-supported Python version"

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import pathlib
+import re
 import sys
 
 import musicrec
@@ -78,17 +79,28 @@ def cmd_oracle(args):
     print(json.dumps({"pairs": len(labels), "oracle_auc": oracle_auc(GroundTruth.load(args.dataset), labels)}))
 
 
-class _BeamNoiseFilter(logging.Filter):
-    """Beam relays every worker's log chatter; keep errors and our own progress lines."""
+class _BeamLogFilter(logging.Filter):
+    """Beam relays every worker's log chatter as protobuf text; keep errors and our
+    own progress lines, and show those as plain messages."""
+
+    _RELAYED = re.compile(r'message: "(.*?)" (?:instruction_id|log_location|transform_id)')
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.ERROR or musicrec.LOG_TAG in record.getMessage()
+        if not record.name.startswith("apache_beam"):
+            return True
+        text = record.getMessage()
+        if record.levelno < logging.ERROR and musicrec.LOG_TAG not in text:
+            return False
+        relayed = self._RELAYED.search(text)
+        if relayed:
+            record.msg, record.args = relayed.group(1).replace("\\'", "'"), None
+        return True
 
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: not record.name.startswith("apache_beam") or _BeamNoiseFilter().filter(record))
+        handler.addFilter(_BeamLogFilter())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from musicrec.data.contract import FeedbackConfig
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.loading import load_dataset
 from musicrec.data.validation import validate_dataset
-from musicrec.simulation.generator import generate_demo
+from musicrec.simulation.generator import generate_demo, is_generated
 from musicrec.simulation.oracle import GroundTruth, oracle_auc
 
 
@@ -36,11 +36,13 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig = DemoConfig(), feedback: FeedbackConfig = FeedbackConfig()) -> dict:
     data_dir, work_dir = pathlib.Path(config.data_dir), pathlib.Path(config.work_dir)
-    if not (data_dir / "interactions.csv").exists():
+    if is_generated(data_dir, config.size, config.seed):
+        logging.info("using the %s dataset (seed %d) already in %s", config.size, config.seed, data_dir)
+    elif (data_dir / "interactions.csv").exists() and not (data_dir / "ground_truth").exists():
+        logging.info("using the dataset in %s (not generated: no oracle)", data_dir)
+    else:
         logging.info("generating the %s dataset (seed %d) in %s", config.size, config.seed, data_dir)
         generate_demo(data_dir, config.size, config.seed, overwrite=True)
-    else:
-        logging.info("using the existing dataset in %s", data_dir)
 
     dataset = load_dataset(data_dir)
     # Audio is checked once, by the feature extraction below, which decodes

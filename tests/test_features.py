@@ -47,11 +47,13 @@ def test_extraction_writes_features_and_quarantines_each_bad_file(tiny_dataset, 
 
 def test_demo_job_runs_end_to_end_on_tiny(tiny_dataset, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "musicrec.cli", "demo", "--data-dir", str(tiny_dataset), "--work-dir", str(tmp_path / "run")],
+        [sys.executable, "-m", "musicrec.cli", "demo", "--size", "tiny", "--data-dir", str(tiny_dataset), "--work-dir", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "using the tiny dataset (seed 0) already in" in result.stderr  # not regenerated
     assert "96 tracks extracted" in result.stdout
+    assert "[musicrec] audio features:" not in result.stderr or "severity" not in result.stderr
     assert "Oracle AUC" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["features"]["counts"]["ok"] == 96

@@ -1,0 +1,1 @@
+"""Audio decoding and the log-mel front end shared by training features and serving."""

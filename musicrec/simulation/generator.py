@@ -34,7 +34,8 @@ FORMATS = (("ogg", "OGG", "VORBIS", 0.45), ("mp3", "MP3", "MPEG_LAYER_III", 0.35
 SAMPLE_RATES = ((22050, 0.55), (44100, 0.25), (16000, 0.1), (32000, 0.1))
 STEREO_SHARE = 0.3
 FAULT_KINDS = ("missing", "unreadable", "empty", "silent", "too_short")
-GENERATOR_VERSION = 1
+# Bump when the generated data changes, so cached demo datasets are regenerated.
+GENERATOR_VERSION = 2
 
 
 def generate_demo(out_dir, size: str = "demo", seed: int = 0, faults: bool = True, overwrite: bool = False) -> pathlib.Path:
@@ -60,6 +61,15 @@ def generate_demo(out_dir, size: str = "demo", seed: int = 0, faults: bool = Tru
     _write_tables(out, world, tracks, interactions, extra_lines)
     _write_ground_truth(out, world, tracks, fault_rows, size, seed)
     return out
+
+
+def is_generated(out_dir, size: str, seed: int) -> bool:
+    """Whether `out_dir` holds this generator version's dataset for (size, seed)."""
+    params_file = pathlib.Path(out_dir) / GROUND_TRUTH_DIR / "params.json"
+    if not params_file.is_file():
+        return False
+    params = json.loads(params_file.read_text())
+    return (params.get("generator_version"), params.get("size"), params.get("seed")) == (GENERATOR_VERSION, size, seed)
 
 
 def _track_rng(seed: int, index: int) -> np.random.Generator:

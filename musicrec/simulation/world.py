@@ -55,10 +55,10 @@ SIZES: Dict[str, ServiceSize] = {
 
 @dataclasses.dataclass(frozen=True)
 class TasteWeights:
-    artist_loyalty: float = 1.0
-    popularity: float = 0.35
+    artist_loyalty: float = 1.4
+    popularity: float = 0.5
     # Noise of each listening outcome: what no model can predict.
-    outcome_noise: float = 0.8
+    outcome_noise: float = 1.0
     # Share of a user's exposures that end liked / disliked.
     liked_share: float = 0.35
     disliked_share: float = 0.35
