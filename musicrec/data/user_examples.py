@@ -1,0 +1,180 @@
+"""Examples for the user branch: (history before t, demographics) -> the next liked track.
+
+For each user, liked tracks (resolved per FeedbackConfig) are ordered by the
+time of their deciding event. The last `holdout_last` of them are the
+time-based test targets; every earlier one is a training label, with the up
+to `history_length` liked tracks before it (and their albums and artists) as
+the history. A user's disliked tracks ride along as hard negatives.
+
+The examples are columnar numpy arrays (`UserExamples`); `to_tf_examples` /
+`FEATURE_SPEC` give the tf.Example form the TFX pipeline stores, so the
+trainer reads the same thing from either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from musicrec.data.contract import FeedbackConfig
+from musicrec.data.feedback import feedback_labels
+from musicrec.data.loading import Dataset
+
+HISTORY_FEATURES = ("history_track_ids", "history_album_ids", "history_artist_ids")
+LABEL_FEATURES = ("track_id", "album_id", "artist_id")
+PAD = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleConfig:
+    history_length: int = 50
+    # The last liked tracks of each user are test targets (time-based hold-out).
+    holdout_last: int = 3
+    # Users need at least this many liked tracks before the hold-out to get a test split.
+    min_train_positives: int = 2
+
+
+@dataclasses.dataclass
+class UserExamples:
+    """Columns of equal length: user_id, history_* [n, history_length], demographics,
+    track_id/album_id/artist_id (the label), disliked_track_id ('' when none)."""
+
+    columns: Dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["user_id"])
+
+    def take(self, index) -> "UserExamples":
+        return UserExamples({k: v[index] for k, v in self.columns.items()})
+
+
+@dataclasses.dataclass
+class UserBranchData:
+    train: UserExamples
+    test: UserExamples  # one row per held-out (user, target); history = all training positives
+    # One row per user with every liked track as history: what the UE table is computed from.
+    latest: UserExamples
+    tracks: pd.DataFrame  # track_id, album_id, artist_id of every track in the catalogue
+    numeric_demographics: Tuple[str, ...]
+    categorical_demographics: Tuple[str, ...]
+    excluded_users: Dict[str, int]  # reason -> count (users left out of train or test)
+
+    def seen_in_training(self) -> Dict[str, set]:
+        """Per user, the liked tracks before their hold-out (excluded from their test ranking)."""
+        seen: Dict[str, set] = {}
+        for user, track in zip(self.train.columns["user_id"], self.train.columns["track_id"]):
+            seen.setdefault(user, set()).add(track)
+        return seen
+
+
+def build_user_examples(
+    dataset: Dataset, feedback: FeedbackConfig = FeedbackConfig(), config: ExampleConfig = ExampleConfig()
+) -> UserBranchData:
+    resolved = feedback_labels(dataset.interactions, feedback).labels
+    tracks = dataset.tracks[["track_id", "album_id", "artist_id"]].reset_index(drop=True)
+    meta = tracks.set_index("track_id")
+    liked = resolved[resolved["label"] == 1].sort_values(["user_id", "timestamp", "track_id"], kind="stable")
+    disliked = resolved[resolved["label"] == 0].groupby("user_id")["track_id"].apply(np.asarray).to_dict()
+    users = dataset.users.set_index("user_id")
+    numeric, categorical = _demographic_kinds(dataset.users)
+
+    train_rows, test_rows, latest_rows = [], [], []
+    excluded = {"no liked tracks": int((~users.index.isin(liked["user_id"])).sum()), "too few liked tracks for a test split": 0}
+    rng = np.random.default_rng(0)
+    for user_id, group in liked.groupby("user_id", sort=True):
+        sequence = group["track_id"].to_numpy()
+        dislikes = disliked.get(user_id, np.asarray([], dtype=object))
+        n_train = len(sequence) - config.holdout_last
+        if n_train < config.min_train_positives:
+            excluded["too few liked tracks for a test split"] += 1
+            n_train = len(sequence)  # all of it trains; no test targets
+        for t in range(n_train):
+            negative = dislikes[rng.integers(len(dislikes))] if len(dislikes) else PAD
+            train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative))
+        for target in sequence[n_train:]:
+            test_rows.append((user_id, sequence[max(0, n_train - config.history_length) : n_train], target, PAD))
+        latest_rows.append((user_id, sequence[-config.history_length :], PAD, PAD))
+
+    def assemble(rows) -> UserExamples:
+        return _assemble(rows, meta, users, numeric + categorical, config.history_length)
+
+    return UserBranchData(
+        train=assemble(train_rows),
+        test=assemble(test_rows),
+        latest=assemble(latest_rows),
+        tracks=tracks,
+        numeric_demographics=tuple(numeric),
+        categorical_demographics=tuple(categorical),
+        excluded_users=excluded,
+    )
+
+
+def _demographic_kinds(users: pd.DataFrame) -> Tuple[List[str], List[str]]:
+    """Numeric columns (age, by the contract) are normalised; all others are categorical."""
+    names = [c for c in users.columns if c != "user_id"]
+    numeric = [c for c in names if pd.api.types.is_numeric_dtype(users[c])]
+    return numeric, [c for c in names if c not in numeric]
+
+
+def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[str], length: int) -> UserExamples:
+    n = len(rows)
+    columns: Dict[str, np.ndarray] = {"user_id": np.asarray([r[0] for r in rows], dtype=object)}
+    histories = np.full((n, length), PAD, dtype=object)
+    for i, row in enumerate(rows):
+        history = row[1]
+        if len(history):
+            histories[i, : len(history)] = history
+    columns["history_track_ids"] = histories
+    columns["history_album_ids"] = _lookup(meta["album_id"], histories)
+    columns["history_artist_ids"] = _lookup(meta["artist_id"], histories)
+    labels = np.asarray([r[2] for r in rows], dtype=object)
+    columns["track_id"] = labels
+    columns["album_id"] = _lookup(meta["album_id"], labels)
+    columns["artist_id"] = _lookup(meta["artist_id"], labels)
+    columns["disliked_track_id"] = np.asarray([r[3] for r in rows], dtype=object)
+    user_rows = users.reindex(columns["user_id"])
+    for name in demographics:
+        values = user_rows[name]
+        if pd.api.types.is_numeric_dtype(values):
+            columns[name] = values.astype("Float64").fillna(np.nan).to_numpy(dtype=np.float32)
+        else:
+            columns[name] = values.fillna("").astype(str).to_numpy(dtype=object)
+    return UserExamples(columns)
+
+
+def _lookup(mapping: pd.Series, ids: np.ndarray) -> np.ndarray:
+    flat = ids.reshape(-1)
+    values = mapping.reindex(flat).fillna(PAD).to_numpy(dtype=object)
+    values[flat == PAD] = PAD
+    return values.reshape(ids.shape)
+
+
+def feature_spec(numeric: Tuple[str, ...], categorical: Tuple[str, ...], history_length: int) -> dict:
+    """tf.Example parsing spec of user-branch examples."""
+    spec = {name: tf.io.FixedLenFeature([history_length], tf.string) for name in HISTORY_FEATURES}
+    for name in ("user_id", "disliked_track_id") + LABEL_FEATURES:
+        spec[name] = tf.io.FixedLenFeature([], tf.string)
+    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in numeric})
+    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in categorical})
+    return spec
+
+
+def to_tf_examples(examples: UserExamples) -> List[bytes]:
+    serialized = []
+    names = list(examples.columns)
+    for i in range(len(examples)):
+        feature = {}
+        for name in names:
+            value = examples.columns[name][i]
+            if isinstance(value, np.ndarray):
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in value]))
+            elif isinstance(value, (float, np.floating)):
+                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+            else:
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
+        serialized.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return serialized

@@ -1,0 +1,293 @@
+"""The user branch: a TFRS two-tower model whose query tower output is the user embedding (UE).
+
+Query tower (the paper's Fig. 1, after YouTubeDNN): 40-d lookup embeddings of
+the history's tracks, albums and artists, each group averaged over the
+non-padding positions; demographic embeddings (categorical) and normalised
+values (numeric) concatenated; dense leaky-ReLU layers; a final linear layer
+whose 40-d output is the UE. Candidate tower: the track's 40-d embedding
+combined with its album's and artist's. The history and the candidates share
+the id embedding tables, as in YouTubeDNN, which matters on small catalogues.
+
+Loss: `tfrs.tasks.Retrieval`, softmax cross-entropy of each positive against
+the other in-batch positives (log-Q corrected for their popularity, accidental
+hits removed) and, optionally, every example's own disliked track as an extra
+hard negative.
+
+The same builder with `query="user_id"` is the plain matrix-factorisation
+baseline (a lookup embedding per user id, as DCUE uses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional, Sequence, Tuple
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from musicrec.data.user_examples import HISTORY_FEATURES, PAD, UserBranchData, UserExamples
+
+EMBEDDING_DIM = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class UserBranchConfig:
+    """Hyperparameters of the user branch, in one place."""
+
+    embedding_dim: int = EMBEDDING_DIM
+    hidden_units: Tuple[int, ...] = (128, 64)
+    demographic_embedding_dim: int = 8
+    leaky_relu_alpha: float = 0.2
+    # "history": history + demographics (the paper); "user_id": the MF baseline.
+    query: str = "history"
+    batch_size: int = 256
+    epochs: int = 15
+    learning_rate: float = 0.003
+    dislikes_as_negatives: bool = True
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.query not in ("history", "user_id"):
+            raise ValueError(f"query must be 'history' or 'user_id', not {self.query!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabularies:
+    """Id vocabularies and demographic statistics, learned from the training examples only."""
+
+    tracks: Tuple[str, ...]
+    albums: Tuple[str, ...]
+    artists: Tuple[str, ...]
+    users: Tuple[str, ...]
+    categorical: Dict[str, Tuple[str, ...]]
+    numeric: Dict[str, Tuple[float, float]]  # name -> (mean, std)
+    track_album: Dict[str, str]
+    track_artist: Dict[str, str]
+
+    @classmethod
+    def from_examples(cls, data: UserBranchData) -> "Vocabularies":
+        train = data.train.columns
+
+        def ids(*arrays) -> Tuple[str, ...]:
+            values = np.unique(np.concatenate([np.asarray(a, dtype=object).reshape(-1) for a in arrays]).astype(str))
+            return tuple(v for v in values if v != PAD)
+
+        tracks = ids(train["track_id"], train["history_track_ids"])
+        meta = data.tracks.set_index("track_id").reindex(list(tracks))
+        numeric = {}
+        for name in data.numeric_demographics:
+            values = train[name][~np.isnan(train[name])]
+            numeric[name] = (float(values.mean()) if len(values) else 0.0, float(values.std()) or 1.0 if len(values) else 1.0)
+        return cls(
+            tracks=tracks,
+            albums=ids(train["album_id"], train["history_album_ids"]),
+            artists=ids(train["artist_id"], train["history_artist_ids"]),
+            users=ids(train["user_id"]),
+            categorical={name: ids(train[name]) for name in data.categorical_demographics},
+            numeric=numeric,
+            track_album=dict(zip(meta.index, meta["album_id"].fillna(PAD))),
+            track_artist=dict(zip(meta.index, meta["artist_id"].fillna(PAD))),
+        )
+
+
+def _lookup_embedding(vocabulary: Sequence[str], dim: int, name: str) -> keras.Sequential:
+    """String ids -> embeddings; '' is padding (index 0, masked), unknown ids share one OOV row."""
+    return keras.Sequential(
+        [
+            keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=PAD, num_oov_indices=1, name=f"{name}_lookup"),
+            keras.layers.Embedding(len(vocabulary) + 2, dim, mask_zero=True, name=f"{name}_embedding"),
+        ],
+        name=name,
+    )
+
+
+class MaskedMean(keras.layers.Layer):
+    """Average of embeddings over non-padding history positions (zeros for an empty history)."""
+
+    def call(self, embeddings, ids):
+        mask = tf.cast(tf.not_equal(ids, PAD), embeddings.dtype)[..., None]
+        total = tf.reduce_sum(embeddings * mask, axis=-2)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
+
+
+class QueryTower(keras.Model):
+    """History + demographics -> UE (or user id -> embedding for the MF baseline)."""
+
+    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
+        super().__init__(name="query_tower")
+        self._config = config
+        self._vocab = vocab
+        if config.query == "user_id":
+            self._user_embedding = _lookup_embedding(vocab.users, config.embedding_dim, "user")
+            return
+        self._items = item_embeddings
+        self._mean = MaskedMean()
+        self._categorical = {
+            name: _lookup_embedding(values, config.demographic_embedding_dim, f"demographic_{name}")
+            for name, values in vocab.categorical.items()
+        }
+        self._hidden = [
+            keras.layers.Dense(units, activation=keras.layers.LeakyReLU(config.leaky_relu_alpha), name=f"hidden_{i}")
+            for i, units in enumerate(config.hidden_units)
+        ]
+        self._output = keras.layers.Dense(config.embedding_dim, name="user_embedding")
+
+    def call(self, features):
+        if self._config.query == "user_id":
+            return self._user_embedding(features["user_id"])
+        parts = []
+        for feature, kind in zip(HISTORY_FEATURES, ("track", "album", "artist")):
+            ids = features[feature]
+            parts.append(self._mean(self._items[kind](ids), ids))
+        for name, (mean, std) in self._vocab.numeric.items():
+            value = tf.cast(features[name], tf.float32)
+            missing = tf.math.is_nan(value)
+            normalised = tf.where(missing, 0.0, (value - mean) / std)
+            parts.append(tf.stack([normalised, tf.cast(missing, tf.float32)], axis=-1))
+        for name, embedding in self._categorical.items():
+            parts.append(embedding(features[name]))
+        x = tf.concat(parts, axis=-1)
+        for layer in self._hidden:
+            x = layer(x)
+        return self._output(x)
+
+
+class CandidateTower(keras.Model):
+    """Track id -> 40-d candidate embedding from the track, its album and its artist."""
+
+    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
+        super().__init__(name="candidate_tower")
+        self._items = item_embeddings
+        self._album_of = _static_map(vocab.track_album)
+        self._artist_of = _static_map(vocab.track_artist)
+        self._combine = keras.layers.Dense(config.embedding_dim, name="candidate_embedding")
+
+    def call(self, track_ids):
+        parts = [
+            self._items["track"](track_ids),
+            self._items["album"](self._album_of.lookup(track_ids)),
+            self._items["artist"](self._artist_of.lookup(track_ids)),
+        ]
+        return self._combine(tf.concat(parts, axis=-1))
+
+
+def _static_map(mapping: Dict[str, str]) -> tf.lookup.StaticHashTable:
+    keys = list(mapping) or ["\x00"]
+    values = [mapping[k] for k in mapping] or [PAD]
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=PAD)
+
+
+class TwoTowerModel(tfrs.Model):
+    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, label_probability: Dict[str, float]):
+        super().__init__()
+        items = {
+            kind: _lookup_embedding(values, config.embedding_dim, f"{kind}_ids")
+            for kind, values in (("track", vocab.tracks), ("album", vocab.albums), ("artist", vocab.artists))
+        }
+        self.query_tower = QueryTower(vocab, config, items)
+        self.candidate_tower = CandidateTower(vocab, config, items)
+        self._config = config
+        tracks = list(label_probability)
+        self._probability = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tracks or ["\x00"], tf.constant([float(label_probability[t]) for t in tracks] or [1.0], tf.float32)
+            ),
+            default_value=1.0 / max(len(tracks), 1),
+        )
+        self.task = tfrs.tasks.Retrieval(remove_accidental_hits=config.remove_accidental_hits)
+
+    def compute_loss(self, features, training=False):
+        positive_ids = features["track_id"]
+        negative_ids = features["disliked_track_id"] if self._config.dislikes_as_negatives else None
+        return retrieval_loss(
+            self.task,
+            self.query_tower(features),
+            self.candidate_tower(positive_ids),
+            positive_ids,
+            self._probability.lookup(positive_ids) if self._config.logq_correction else None,
+            None if negative_ids is None else self.candidate_tower(negative_ids),
+            negative_ids,
+        )
+
+
+def retrieval_loss(task, queries, positives, positive_ids, positive_probability=None, negatives=None, negative_ids=None):
+    """Softmax cross-entropy of each query's positive against the batch's other
+    positives and (optionally) every example's hard negative.
+
+    Logits are dot products; positives are log-Q corrected by their sampling
+    probability when given (hard negatives were not drawn by popularity, so
+    they get p = 1, no correction); accidental hits (a candidate with the
+    query's positive id) and absent hard negatives (id '') are masked out.
+    """
+    candidates, candidate_ids, probability, score_mask = positives, positive_ids, positive_probability, None
+    if negatives is not None:
+        candidates = tf.concat([positives, negatives], axis=0)
+        candidate_ids = tf.concat([positive_ids, negative_ids], axis=0)
+        if probability is not None:
+            probability = tf.concat([probability, tf.ones_like(probability)], axis=0)
+        present = tf.concat([tf.ones_like(negative_ids, tf.bool), tf.not_equal(negative_ids, PAD)], axis=0)
+        score_mask = tf.tile(present[None, :], [tf.shape(queries)[0], 1])
+    return task(
+        queries,
+        candidates,
+        candidate_sampling_probability=probability,
+        candidate_ids=candidate_ids,
+        compute_metrics=False,
+        score_mask=score_mask,
+    )
+
+
+@dataclasses.dataclass
+class TrainedUserBranch:
+    model: TwoTowerModel
+    vocab: Vocabularies
+    config: UserBranchConfig
+    history: Dict[str, list]
+
+    def user_embeddings(self, examples: UserExamples, batch_size: int = 1024) -> np.ndarray:
+        return _predict(self.model.query_tower, query_features(examples, self.vocab, self.config), batch_size)
+
+    def candidate_embeddings(self) -> Tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(self.vocab.tracks, dtype=object)
+        return ids, self.model.candidate_tower(tf.constant(ids.astype(str))).numpy()
+
+
+def query_features(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig) -> Dict[str, np.ndarray]:
+    names = ["user_id"] if config.query == "user_id" else list(HISTORY_FEATURES) + list(vocab.numeric) + list(vocab.categorical)
+    return {name: _as_tensor_input(examples.columns[name]) for name in names}
+
+
+def _as_tensor_input(values: np.ndarray) -> np.ndarray:
+    return values.astype(str) if values.dtype == object else values
+
+
+def _predict(model: keras.Model, features: Dict[str, np.ndarray], batch_size: int) -> np.ndarray:
+    dataset = tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
+    return np.concatenate([model(batch).numpy() for batch in dataset], axis=0)
+
+
+def train_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 2) -> TrainedUserBranch:
+    """Trains the two-tower model on `data.train`; returns the model and its vocabularies."""
+    if len(data.train) == 0:
+        raise ValueError("no training examples: no user has liked tracks")
+    keras.utils.set_random_seed(config.seed)
+    vocab = Vocabularies.from_examples(data)
+    labels, counts = np.unique(data.train.columns["track_id"].astype(str), return_counts=True)
+    model = TwoTowerModel(vocab, config, dict(zip(labels, counts / counts.sum())))
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    features = query_features(data.train, vocab, config)
+    features["track_id"] = data.train.columns["track_id"].astype(str)
+    features["disliked_track_id"] = data.train.columns["disliked_track_id"].astype(str)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(features)
+        .shuffle(len(data.train), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    return TrainedUserBranch(model=model, vocab=vocab, config=config, history=history.history)

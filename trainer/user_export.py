@@ -1,0 +1,95 @@
+"""Exports of the user branch: the user-tower and retrieval SavedModels, and the embedding tables.
+
+  user_tower/   SavedModel, signature `embed_user`: history ids + demographics -> UE [batch, 40]
+  retrieval/    SavedModel, signature `recommend_tracks`: the same inputs -> top-k (scores, track_ids),
+                a TFRS BruteForce index over every candidate track
+  user_embeddings.parquet   user_id, embedding (40 floats): every user's UE from all their liked tracks
+  track_embeddings.parquet  track_id, embedding (40 floats): the candidate tower's output
+
+The audio branch reads `user_embeddings.parquet`; serving loads the SavedModels.
+Vocabulary lookups live inside the graphs, so serving needs no preprocessing.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData
+from trainer.user_branch import TrainedUserBranch
+
+USER_TOWER_DIR = "user_tower"
+RETRIEVAL_DIR = "retrieval"
+USER_EMBEDDINGS_FILE = "user_embeddings.parquet"
+TRACK_EMBEDDINGS_FILE = "track_embeddings.parquet"
+EMBED_USER_SIGNATURE = "embed_user"
+RECOMMEND_SIGNATURE = "recommend_tracks"
+
+
+def input_signature(trained: TrainedUserBranch, history_length: int) -> Dict[str, tf.TensorSpec]:
+    spec = {name: tf.TensorSpec([None, history_length], tf.string, name=name) for name in HISTORY_FEATURES}
+    spec.update({name: tf.TensorSpec([None], tf.float32, name=name) for name in trained.vocab.numeric})
+    spec.update({name: tf.TensorSpec([None], tf.string, name=name) for name in trained.vocab.categorical})
+    return spec
+
+
+def export_user_branch(trained: TrainedUserBranch, data: UserBranchData, out_dir, top_k: int = 100) -> pathlib.Path:
+    if trained.config.query != "history":
+        raise ValueError("only the history + demographics model is exported (the user-id model cannot embed new users)")
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    history_length = data.train.columns["history_track_ids"].shape[1]
+    signature = input_signature(trained, history_length)
+    query_tower = trained.model.query_tower
+
+    embed = tf.function(lambda features: {"user_embedding": query_tower(features)}, input_signature=[signature])
+    module = tf.Module()
+    module.query_tower = query_tower
+    tf.saved_model.save(module, str(out / USER_TOWER_DIR), signatures={EMBED_USER_SIGNATURE: embed, "serving_default": embed})
+
+    track_ids, candidates = trained.candidate_embeddings()
+    index = tfrs.layers.factorized_top_k.BruteForce(query_tower, k=min(top_k, len(track_ids)))
+    index.index(tf.constant(candidates), tf.constant(track_ids.astype(str)))
+    recommend = tf.function(
+        lambda features: dict(zip(("scores", "track_ids"), index(features))), input_signature=[signature]
+    )
+    index(signature_inputs(data, trained, rows=slice(0, 1)))  # builds the index before saving
+    tf.saved_model.save(index, str(out / RETRIEVAL_DIR), signatures={RECOMMEND_SIGNATURE: recommend, "serving_default": recommend})
+
+    write_embeddings(out / USER_EMBEDDINGS_FILE, "user_id", data.latest.columns["user_id"], trained.user_embeddings(data.latest))
+    write_embeddings(out / TRACK_EMBEDDINGS_FILE, "track_id", track_ids, candidates)
+    return out
+
+
+def signature_inputs(data: UserBranchData, trained: TrainedUserBranch, rows=None) -> Dict[str, np.ndarray]:
+    """The serving inputs for `data.latest` (all rows, or `rows`), as the signatures take them."""
+    history_length = data.train.columns["history_track_ids"].shape[1]
+    inputs = {}
+    for name, spec in input_signature(trained, history_length).items():
+        values = data.latest.columns[name]
+        inputs[name] = values.astype(str) if spec.dtype == tf.string else values
+    return inputs if rows is None else {k: v[rows] for k, v in inputs.items()}
+
+
+def write_embeddings(path, id_column: str, ids, embeddings: np.ndarray) -> None:
+    table = pa.table(
+        {
+            id_column: pa.array(np.asarray(ids).astype(str)),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.astype(np.float32).reshape(-1)), embeddings.shape[1]),
+        }
+    )
+    pq.write_table(table, str(path))
+
+
+def read_embeddings(path, id_column: str) -> pd.DataFrame:
+    """id column + `embedding` as a float32 [n, d] numpy array per row."""
+    frame = pq.read_table(str(path)).to_pandas()
+    frame["embedding"] = frame["embedding"].map(lambda v: np.asarray(v, dtype=np.float32))
+    return frame
