@@ -63,6 +63,15 @@ def cmd_extract_features(args):
     return 0 if report.extracted else 2
 
 
+def cmd_user_branch(args):
+    from trainer.user_branch import UserBranchConfig
+    from trainer.user_module import run_on_dataset
+
+    result = run_on_dataset(args.dataset, args.out, UserBranchConfig(epochs=args.epochs), _feedback_config(args))
+    print(result["report"].table())
+    print(f"Report, SavedModels (user_tower/, retrieval/) and embedding tables written to {args.out}")
+
+
 def cmd_demo(args):
     from pipeline.demo import DemoConfig, run_demo
 
@@ -138,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     _add_feedback_args(p)
     p.set_defaults(func=cmd_oracle)
+
+    p = sub.add_parser("user-branch", help="train the two-tower user branch; print hit rate/recall beside the baselines")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True, help="output folder: report, SavedModels, embedding tables")
+    p.add_argument("--epochs", type=int, default=15)
+    _add_feedback_args(p)
+    p.set_defaults(func=cmd_user_branch)
 
     p = sub.add_parser("demo", help="the main job on the embedded default dataset (generated if missing)")
     p.add_argument("--data-dir", default="data/demo")

@@ -153,28 +153,70 @@ def _lookup(mapping: pd.Series, ids: np.ndarray) -> np.ndarray:
     return values.reshape(ids.shape)
 
 
-def feature_spec(numeric: Tuple[str, ...], categorical: Tuple[str, ...], history_length: int) -> dict:
-    """tf.Example parsing spec of user-branch examples."""
-    spec = {name: tf.io.FixedLenFeature([history_length], tf.string) for name in HISTORY_FEATURES}
-    for name in ("user_id", "disliked_track_id") + LABEL_FEATURES:
-        spec[name] = tf.io.FixedLenFeature([], tf.string)
-    spec.update({name: tf.io.FixedLenFeature([], tf.float32) for name in numeric})
-    spec.update({name: tf.io.FixedLenFeature([], tf.string) for name in categorical})
-    return spec
+def write_tf_examples(examples: UserExamples, path) -> None:
+    """Writes the examples as a GZIP TFRecord of tf.Examples (the TFX convention)."""
+    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+        for i in range(len(examples)):
+            feature = {}
+            for name, column in examples.columns.items():
+                value = column[i]
+                if column.dtype == np.float32:
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+                else:
+                    values = value if isinstance(value, np.ndarray) else [value]
+                    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
 
 
-def to_tf_examples(examples: UserExamples) -> List[bytes]:
-    serialized = []
-    names = list(examples.columns)
-    for i in range(len(examples)):
-        feature = {}
-        for name in names:
-            value = examples.columns[name][i]
-            if isinstance(value, np.ndarray):
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in value]))
-            elif isinstance(value, (float, np.floating)):
-                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-            else:
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
-        serialized.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    return serialized
+def read_tf_examples(file_patterns) -> UserExamples:
+    """Reads GZIP TFRecords written by `write_tf_examples` (or the ingestion component) back into columns."""
+    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+    if not files:
+        raise FileNotFoundError(f"no example files match {list(file_patterns)}")
+    rows: Dict[str, list] = {}
+    kinds: Dict[str, str] = {}
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        for name, feature in tf.train.Example.FromString(record).features.feature.items():
+            kind = feature.WhichOneof("kind")
+            kinds[name] = kind
+            values = feature.float_list.value if kind == "float_list" else [v.decode() for v in feature.bytes_list.value]
+            rows.setdefault(name, []).append(values)
+    columns = {}
+    for name, values in rows.items():
+        if kinds[name] == "float_list":
+            columns[name] = np.asarray([v[0] for v in values], dtype=np.float32)
+        elif name in HISTORY_FEATURES:
+            columns[name] = np.asarray(values, dtype=object)
+        else:
+            columns[name] = np.asarray([v[0] for v in values], dtype=object)
+    return UserExamples(columns)
+
+
+def branch_data_from_examples(train: UserExamples, test: UserExamples) -> UserBranchData:
+    """Rebuilds UserBranchData from stored train/test examples (the TFX Trainer path).
+
+    Each user's UE input ("latest") is their last training example's history
+    with its label appended: every liked track before the hold-out.
+    """
+    fixed = set(HISTORY_FEATURES) | set(LABEL_FEATURES) | {"user_id", "disliked_track_id"}
+    demographics = [name for name in train.columns if name not in fixed]
+    numeric = tuple(n for n in demographics if train.columns[n].dtype == np.float32)
+    categorical = tuple(n for n in demographics if n not in numeric)
+    last = pd.Series(np.arange(len(train))).groupby(train.columns["user_id"]).max().to_numpy()
+    latest = train.take(last)
+    histories = latest.columns
+    for history, label in zip(HISTORY_FEATURES, LABEL_FEATURES):
+        rolled = np.concatenate([histories[history], histories[label][:, None]], axis=1)
+        keep = [row[row != PAD][-histories[history].shape[1]:] for row in rolled]
+        padded = np.full(histories[history].shape, PAD, dtype=object)
+        for i, row in enumerate(keep):
+            padded[i, : len(row)] = row
+        histories[history] = padded
+    tracks = pd.DataFrame(
+        {name: np.concatenate([train.columns[name], train.columns[f"history_{name}s"].reshape(-1)]) for name in LABEL_FEATURES}
+    )
+    tracks = tracks[tracks["track_id"] != PAD].drop_duplicates("track_id").reset_index(drop=True)
+    return UserBranchData(
+        train=train, test=test, latest=latest, tracks=tracks,
+        numeric_demographics=numeric, categorical_demographics=categorical, excluded_users={},
+    )

@@ -1,0 +1,143 @@
+"""The user branch: examples, masking, the loss by hand, OOV ids, training vs baselines, exports."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from musicrec.data.loading import load_dataset
+from musicrec.data.user_examples import (
+    PAD,
+    ExampleConfig,
+    branch_data_from_examples,
+    build_user_examples,
+    read_tf_examples,
+    write_tf_examples,
+)
+from trainer.retrieval_eval import popularity_metrics, model_metrics
+from trainer.user_branch import MaskedMean, UserBranchConfig, retrieval_loss, train_user_branch
+from trainer.user_export import (
+    EMBED_USER_SIGNATURE,
+    RECOMMEND_SIGNATURE,
+    USER_EMBEDDINGS_FILE,
+    export_user_branch,
+    read_embeddings,
+    signature_inputs,
+)
+
+
+@pytest.fixture(scope="module")
+def branch_data(tiny_dataset):
+    return build_user_examples(load_dataset(tiny_dataset))
+
+
+@pytest.fixture(scope="module")
+def trained(branch_data):
+    return train_user_branch(branch_data, UserBranchConfig(epochs=15), verbose=0)
+
+
+def test_examples_follow_time_and_hold_out_the_last_liked_tracks(branch_data):
+    train, test = branch_data.train.columns, branch_data.test.columns
+    user = train["user_id"][0]
+    rows = np.flatnonzero(train["user_id"] == user)
+    # Example t has the t earlier liked tracks as history, padded at the end.
+    assert all((train["history_track_ids"][r] != PAD).sum() == i for i, r in enumerate(rows))
+    assert train["history_track_ids"][rows[2]][:2].tolist() == train["track_id"][rows[:2]].tolist()
+    held_out = test["track_id"][test["user_id"] == user]
+    assert len(held_out) == ExampleConfig().holdout_last
+    assert not set(held_out) & set(train["track_id"][rows])
+    # Albums and artists line up with the tracks.
+    assert train["history_album_ids"][rows[3]][0].startswith("al") and train["history_artist_ids"][rows[3]][3] == PAD
+
+
+def test_masked_mean_ignores_padding():
+    embeddings = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [7.0, 7.0], [9.0, 9.0]]])
+    ids = tf.constant([["a", "b", PAD], [PAD, PAD, PAD]])
+    np.testing.assert_allclose(MaskedMean()(embeddings, ids).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_retrieval_loss_matches_a_hand_computed_case():
+    queries = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    positives = tf.constant([[2.0, 0.0], [1.0, 1.0]])
+    negatives = tf.constant([[0.0, 3.0], [0.0, 0.0]])
+    probability = tf.constant([0.5, 0.25])
+    loss = retrieval_loss(
+        tfrs.tasks.Retrieval(remove_accidental_hits=True), queries, positives, tf.constant(["p1", "p2"]), probability,
+        negatives, tf.constant(["n1", PAD]),
+    ).numpy()
+    # By hand: logits q.c - log p for positives (log-Q), q.c for the hard
+    # negative n1 (p = 1), the absent second negative masked out.
+    def row_loss(logits, target):
+        return -(logits[target] - np.log(np.sum(np.exp(logits))))
+    row1 = np.array([2.0 - np.log(0.5), 1.0 - np.log(0.25), 0.0])
+    row2 = np.array([0.0 - np.log(0.5), 1.0 - np.log(0.25), 3.0])
+    assert loss == pytest.approx(row_loss(row1, 0) + row_loss(row2, 1), rel=1e-5)
+
+
+def test_unknown_ids_and_demographics_do_not_crash(trained, branch_data):
+    batch = branch_data.latest.take(np.arange(2))
+    normal = trained.user_embeddings(batch)
+    batch.columns["history_track_ids"] = np.where(batch.columns["history_track_ids"] == PAD, PAD, "never-seen-track")
+    batch.columns["gender"] = np.asarray(["unknown-gender"] * 2, dtype=object)
+    batch.columns["age"] = np.asarray([np.nan, 200.0], dtype=np.float32)
+    unknown = trained.user_embeddings(batch)
+    assert np.all(np.isfinite(unknown)) and not np.allclose(unknown, normal)
+    candidate = trained.model.candidate_tower(tf.constant(["never-seen-track"])).numpy()
+    assert np.all(np.isfinite(candidate))
+
+
+def test_training_beats_popularity_on_tiny(trained, branch_data):
+    track_ids, _ = trained.candidate_embeddings()
+    model = model_metrics(trained, branch_data)
+    popularity = popularity_metrics(branch_data, track_ids)
+    assert model["hit_rate@10"] > popularity["hit_rate@10"] + 0.05
+    assert trained.history["loss"][-1] < trained.history["loss"][0]
+
+
+def test_exports_load_in_a_fresh_process_and_match_memory(trained, branch_data, tmp_path):
+    out = export_user_branch(trained, branch_data, tmp_path / "export", top_k=20)
+    rows = np.arange(4)
+    inputs = signature_inputs(branch_data, trained, rows)
+    expected = trained.user_embeddings(branch_data.latest.take(rows))
+    np.save(tmp_path / "inputs.npy", inputs, allow_pickle=True)
+    script = f"""
+import json, numpy as np, tensorflow as tf
+inputs = np.load({str(tmp_path / 'inputs.npy')!r}, allow_pickle=True).item()
+feed = {{k: tf.constant(v) for k, v in inputs.items()}}
+ue = tf.saved_model.load({str(out / 'user_tower')!r}).signatures[{EMBED_USER_SIGNATURE!r}](**feed)["user_embedding"]
+top = tf.saved_model.load({str(out / 'retrieval')!r}).signatures[{RECOMMEND_SIGNATURE!r}](**feed)
+print(json.dumps({{"ue": ue.numpy().tolist(), "ids": top["track_ids"].numpy().astype(str).tolist(), "scores": top["scores"].numpy().tolist()}}))
+"""
+    # A fresh interpreter that never imported musicrec or TFRS (only TF_USE_LEGACY_KERAS unset).
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(loaded["ue"], expected, atol=1e-5)
+    # Retrieval returns the exact top 20 by dot product with the candidate table.
+    track_ids, candidates = trained.candidate_embeddings()
+    scores = expected @ candidates.T
+    for row in range(len(rows)):
+        assert loaded["ids"][row] == list(track_ids[np.argsort(-scores[row], kind="stable")[:20]])
+        np.testing.assert_allclose(loaded["scores"][row], np.sort(scores[row])[::-1][:20], rtol=1e-4, atol=1e-4)
+    table = read_embeddings(out / USER_EMBEDDINGS_FILE, "user_id")
+    assert len(table) == len(branch_data.latest) and table["embedding"].iloc[0].shape == (40,)
+
+
+def test_tf_examples_round_trip_to_the_same_training_data(branch_data, tmp_path):
+    write_tf_examples(branch_data.train, tmp_path / "train.gz")
+    write_tf_examples(branch_data.test, tmp_path / "test.gz")
+    rebuilt = branch_data_from_examples(read_tf_examples([str(tmp_path / "train.gz")]), read_tf_examples([str(tmp_path / "test.gz")]))
+    for name, column in branch_data.train.columns.items():
+        if column.dtype == np.float32:
+            np.testing.assert_array_equal(rebuilt.train.columns[name], column)
+        else:
+            assert (rebuilt.train.columns[name] == column).all(), name
+    assert rebuilt.numeric_demographics == ("age",) and set(rebuilt.categorical_demographics) == {"gender", "country"}
+    # Each user's UE input is every liked track before the hold-out, as built from the dataset.
+    original = {u: set(h[h != PAD]) for u, h in zip(branch_data.test.columns["user_id"], branch_data.test.columns["history_track_ids"])}
+    for user, history in zip(rebuilt.latest.columns["user_id"], rebuilt.latest.columns["history_track_ids"]):
+        assert set(history[history != PAD]) == original[user]
