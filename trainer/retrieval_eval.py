@@ -2,9 +2,9 @@
 
 All three rank the same catalogue (the training vocabulary) for the same
 held-out targets, with each user's training history removed from their
-ranking. Hit rate@K: the share of held-out (user, track) targets found in that
-user's top K. Recall@K: per user, the share of their held-out targets in the
-top K, averaged over users.
+ranking. Hit rate@K: the share of test users with at least one of their
+held-out targets in their top K. Recall@K: per user, the share of their
+held-out targets in the top K, averaged over users.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def ranking_metrics(scores: np.ndarray, track_ids: np.ndarray, data: UserBranchD
     )
     metrics = {}
     for k in ks:
-        hit = target_rank < k
-        metrics[f"hit_rate@{k}"] = float(hit.mean())
-        metrics[f"recall@{k}"] = float(pd.Series(hit).groupby(test["user_id"].to_numpy()).mean().mean())
+        hit = pd.Series(target_rank < k).groupby(test["user_id"].to_numpy())
+        metrics[f"hit_rate@{k}"] = float(hit.any().mean())
+        metrics[f"recall@{k}"] = float(hit.mean().mean())
     metrics["test_targets"] = int(len(test))
     metrics["test_users"] = int(len(users))
     metrics["catalogue"] = int(len(track_ids))

@@ -1,0 +1,170 @@
+"""Input pipeline of the audio branch: precomputed log-mels in memory, random crops streamed by tf.data.
+
+Log-mels are computed once per track by the feature component and loaded here
+into one float16 tensor; every epoch draws new random crops of the context
+duration from each track's first 30 s and new disliked tracks for each liked
+one, all inside the tf.data graph, so nothing is recomputed per epoch and the
+input pipeline keeps up with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Iterable, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from musicrec.audio.logmel import DEFAULT
+from musicrec.audio.records import parse_example
+
+
+@dataclasses.dataclass
+class LogMelStore:
+    """Every track's log-mel, padded to the longest, as one [tracks, frames, mels] float16 array."""
+
+    track_ids: np.ndarray
+    log_mels: np.ndarray  # float16 [tracks, max_frames, n_mels]
+    lengths: np.ndarray  # int32 [tracks]: frames actually present
+
+    @classmethod
+    def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray]) -> "LogMelStore":
+        if not len(arrays):
+            raise ValueError("no log-mel features to load")
+        frames = max(a.shape[0] for a in arrays)
+        stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(-100.0), dtype=np.float16)
+        for i, array in enumerate(arrays):
+            stacked[i, : array.shape[0]] = array
+        return cls(np.asarray(track_ids, dtype=object), stacked, np.asarray([a.shape[0] for a in arrays], np.int32))
+
+    @classmethod
+    def from_tfrecords(cls, file_patterns: Iterable[str]) -> "LogMelStore":
+        files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+        if not files:
+            raise FileNotFoundError(f"no log-mel TFRecords match {list(file_patterns)}")
+        ids, arrays = [], []
+        for record in tf.data.TFRecordDataset(files).map(parse_example):
+            ids.append(record["track_id"].numpy().decode())
+            arrays.append(record["log_mel"].numpy().astype(np.float16))
+        order = np.argsort(ids)
+        return cls.from_arrays([ids[i] for i in order], [arrays[i] for i in order])
+
+    def rows(self, track_ids) -> np.ndarray:
+        index = pd.Index(self.track_ids)
+        rows = index.get_indexer(np.asarray(track_ids, dtype=object))
+        if (rows < 0).any():
+            missing = np.asarray(track_ids, dtype=object)[rows < 0][:3]
+            raise KeyError(f"no log-mel features for tracks {list(missing)}")
+        return rows
+
+    def usable(self, context_frames: int) -> np.ndarray:
+        """Track ids long enough for one crop of the context duration."""
+        return self.track_ids[self.lengths >= context_frames]
+
+
+class Cropper:
+    """Random crops of `context_frames` from stored log-mels, in TensorFlow ops."""
+
+    def __init__(self, store: LogMelStore, context_frames: int):
+        self.context_frames = context_frames
+        self._log_mels = tf.constant(store.log_mels)
+        self._lengths = tf.constant(store.lengths)
+
+    def random(self, rows: tf.Tensor) -> tf.Tensor:
+        """rows: int [...] -> float32 [..., context_frames, mels], each crop inside the track's frames."""
+        room = tf.maximum(tf.gather(self._lengths, rows) - self.context_frames + 1, 1)
+        offsets = tf.cast(tf.floor(tf.random.uniform(tf.shape(rows)) * tf.cast(room, tf.float32)), tf.int32)
+        return self.at(rows, offsets)
+
+    def at(self, rows: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        frames = offsets[..., None] + tf.range(self.context_frames)
+        rows = tf.broadcast_to(rows[..., None], tf.shape(frames))
+        return tf.cast(tf.gather_nd(self._log_mels, tf.stack([rows, frames], axis=-1)), tf.float32)
+
+
+def segment_offsets(length: int, context_frames: int, max_frames: int = DEFAULT.max_frames) -> np.ndarray:
+    """Starts of the non-overlapping context-length segments within the first 30 s."""
+    usable = min(length, max_frames)
+    count = max(usable // context_frames, 1)
+    return np.arange(count, dtype=np.int32) * context_frames
+
+
+@dataclasses.dataclass
+class TrainingExamples:
+    """Index form of the training pairs: what the tf.data pipeline samples from."""
+
+    user_rows: np.ndarray  # [liked pairs] user index into the user-vector table
+    liked_rows: np.ndarray  # [liked pairs] store row of the liked track
+    disliked_rows: tf.RaggedTensor  # [users, None] store rows of each user's disliked train tracks
+    binary_rows: np.ndarray  # [all pairs] store row (Basic-Binary: one track per example)
+    binary_users: np.ndarray
+    binary_labels: np.ndarray
+    skipped_users: int  # users with liked but no disliked training tracks (cannot form triplets)
+
+
+def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: LogMelStore) -> TrainingExamples:
+    rows = store.rows(pairs["track_id"])
+    users = pairs["user_id"].map(user_index).to_numpy()
+    disliked = [[] for _ in range(len(user_index))]
+    for user, row in zip(users[pairs["label"].to_numpy() == 0], rows[pairs["label"].to_numpy() == 0]):
+        disliked[user].append(row)
+    liked = pairs["label"].to_numpy() == 1
+    has_negative = np.asarray([len(disliked[u]) > 0 for u in users])
+    keep = liked & has_negative
+    return TrainingExamples(
+        user_rows=users[keep].astype(np.int32),
+        liked_rows=rows[keep].astype(np.int32),
+        disliked_rows=tf.ragged.constant(disliked, dtype=tf.int32, ragged_rank=1, inner_shape=()) if disliked else None,
+        binary_rows=rows.astype(np.int32),
+        binary_users=users.astype(np.int32),
+        binary_labels=pairs["label"].to_numpy().astype(np.float32),
+        skipped_users=int(len(np.unique(users[liked & ~has_negative]))),
+    )
+
+
+def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int, batch_size: int, seed: int) -> tf.data.Dataset:
+    """(user, liked crop, `negatives` disliked crops of the same user), reshuffled and resampled every epoch."""
+    disliked = examples.disliked_rows
+
+    def sample(user, liked):
+        options = disliked[user]
+        picks = tf.random.uniform([negatives], maxval=tf.shape(options)[0], dtype=tf.int32)
+        return user, liked, tf.gather(options, picks)
+
+    def crop(user, liked, negative_rows):
+        return {"user": user, "liked": cropper.random(liked), "disliked": cropper.random(negative_rows)}
+
+    return (
+        tf.data.Dataset.from_tensor_slices((examples.user_rows, examples.liked_rows))
+        .shuffle(len(examples.user_rows), seed=seed, reshuffle_each_iteration=True)
+        .map(sample, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size, drop_remainder=True)
+        .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int, seed: int) -> tf.data.Dataset:
+    """(user, one crop, liked label) over every training pair (Basic-Binary)."""
+
+    def crop(user, row, label):
+        return {"user": user, "track": cropper.random(row), "label": label}
+
+    return (
+        tf.data.Dataset.from_tensor_slices((examples.binary_users, examples.binary_rows, examples.binary_labels))
+        .shuffle(len(examples.binary_rows), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=True)
+        .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def track_segments(store: LogMelStore, context_frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(track row, offset) of every non-overlapping segment of every track's first 30 s."""
+    rows, offsets = [], []
+    for row, length in enumerate(store.lengths):
+        starts = segment_offsets(int(length), context_frames)
+        rows.append(np.full(len(starts), row, np.int32))
+        offsets.append(starts)
+    return np.concatenate(rows), np.concatenate(offsets)
