@@ -50,3 +50,30 @@ def feedback_rows(user: str, liked: int, disliked: int, start: int = 1_700_000_0
 def tracks_csv(n: int) -> str:
     rows = [f"t{i + 1},a{i % 3},al{i % 5},audio/t{i + 1}.wav" for i in range(n)]
     return "track_id,artist_id,album_id,audio_path\n" + "\n".join(rows) + "\n"
+
+
+@pytest.fixture(scope="session")
+def tiny_log_mels(tiny_dataset, tmp_path_factory):
+    """The tiny dataset's log-mel store, extracted by the Beam transform (DirectRunner, in process)."""
+    from components.audio_features.transforms import extract_features
+    from musicrec.data.loading import load_dataset
+    from trainer.audio_input import LogMelStore
+
+    dataset = load_dataset(tiny_dataset)
+    out = tmp_path_factory.mktemp("tiny_features")
+    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    extract_features(tracks, out)
+    return LogMelStore.from_tfrecords([str(out / "log_mel-*")])
+
+
+@pytest.fixture(scope="session")
+def tiny_user_vectors(tiny_dataset):
+    """UEs of the tiny dataset's users from a short user-branch training run."""
+    from musicrec.data.loading import load_dataset
+    from musicrec.data.user_examples import build_user_examples
+    from trainer.audio_module import UserVectors
+    from trainer.user_branch import UserBranchConfig, train_user_branch
+
+    data = build_user_examples(load_dataset(tiny_dataset))
+    trained = train_user_branch(data, UserBranchConfig(epochs=10), verbose=0)
+    return UserVectors(data.latest.columns["user_id"].astype(str), trained.user_embeddings(data.latest))

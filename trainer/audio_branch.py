@@ -144,6 +144,7 @@ class SiameseAudioModel(keras.Model):
             )
         else:
             self.user_vectors = keras.layers.Embedding(n_users, config.embedding_dim, name="user_id_embedding")
+        self.user_vectors.build((None,))
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def embed(self, log_mels: tf.Tensor, training: bool = False) -> tf.Tensor:
@@ -178,6 +179,10 @@ class SiameseAudioModel(keras.Model):
         return [self.loss_tracker]
 
 
+def paper_learning_rate(config: AudioBranchConfig) -> keras.optimizers.schedules.LearningRateSchedule:
+    """lr / (1 + decay * step): the classic Keras `decay` argument, as a schedule."""
+    return keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, decay_steps=1, decay_rate=config.lr_decay)
+
+
 def paper_optimizer(config: AudioBranchConfig) -> keras.optimizers.Optimizer:
-    schedule = keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, decay_steps=1, decay_rate=config.lr_decay)
-    return keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov)
+    return keras.optimizers.SGD(learning_rate=paper_learning_rate(config), momentum=config.momentum, nesterov=config.nesterov)

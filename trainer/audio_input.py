@@ -73,21 +73,29 @@ class Cropper:
 
     def random(self, rows: tf.Tensor) -> tf.Tensor:
         """rows: int [...] -> float32 [..., context_frames, mels], each crop inside the track's frames."""
+        rows = tf.cast(rows, tf.int32)
         room = tf.maximum(tf.gather(self._lengths, rows) - self.context_frames + 1, 1)
         offsets = tf.cast(tf.floor(tf.random.uniform(tf.shape(rows)) * tf.cast(room, tf.float32)), tf.int32)
         return self.at(rows, offsets)
 
     def at(self, rows: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
+        rows, offsets = tf.cast(rows, tf.int32), tf.cast(offsets, tf.int32)
         frames = offsets[..., None] + tf.range(self.context_frames)
         rows = tf.broadcast_to(rows[..., None], tf.shape(frames))
         return tf.cast(tf.gather_nd(self._log_mels, tf.stack([rows, frames], axis=-1)), tf.float32)
 
 
 def segment_offsets(length: int, context_frames: int, max_frames: int = DEFAULT.max_frames) -> np.ndarray:
-    """Starts of the non-overlapping context-length segments within the first 30 s."""
+    """Starts of the back-to-back context-length segments within the first 30 s.
+
+    Centred frames put one frame on each end of an excerpt (3 s = 130 frames
+    spanning 129 hops), so consecutive segments share their boundary frame and
+    30 s holds exactly ten 3 s segments or three 10 s ones.
+    """
     usable = min(length, max_frames)
-    count = max(usable // context_frames, 1)
-    return np.arange(count, dtype=np.int32) * context_frames
+    stride = context_frames - 1
+    count = max((usable - 1) // stride, 1)
+    return np.arange(count, dtype=np.int32) * stride
 
 
 @dataclasses.dataclass

@@ -1,0 +1,137 @@
+"""The audio branch: losses by hand, every variant's shapes, crops, splits, and training vs untrained."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs
+from musicrec.data.loading import load_dataset
+from trainer.audio_branch import (
+    VARIANTS,
+    AudioBranchConfig,
+    SiameseAudioModel,
+    binary_loss,
+    build_audio_encoder,
+    cosine,
+    hinge_loss,
+    paper_learning_rate,
+    paper_optimizer,
+    softmax_loss,
+)
+from trainer.audio_input import Cropper, LogMelStore, segment_offsets
+from trainer.audio_module import accuracy_threshold, evaluate_liked_disliked, train_audio_branch
+
+
+def test_cosine_and_losses_match_hand_computed_values():
+    users = tf.constant([[1.0, 0.0], [3.0, 4.0]])
+    tracks = tf.constant([[2.0, 0.0], [-4.0, 3.0]])
+    np.testing.assert_allclose(cosine(users, tracks).numpy(), [1.0, 0.0], atol=1e-6)
+
+    liked, disliked = tf.constant([0.5, 0.9]), tf.constant([[0.6, 0.1], [-0.5, 0.65]])
+    # Row 1: max(0, .2 - .5 + .6) + max(0, .2 - .5 + .1) = 0.3 + 0 (inside the zero region).
+    # Row 2: both negatives far enough below the positive: the hinge is exactly zero.
+    np.testing.assert_allclose(hinge_loss(liked, disliked, 0.2).numpy(), [0.3, 0.0], atol=1e-6)
+    logits = np.array([0.5, 0.6, 0.1])
+    expected = -np.log(np.exp(0.5) / np.exp(logits).sum())
+    assert softmax_loss(liked[:1], disliked[:1]).numpy()[0] == pytest.approx(expected, rel=1e-6)
+    assert binary_loss(tf.constant([0.3]), tf.constant([1.0])).numpy()[0] == pytest.approx(-np.log(1 / (1 + np.exp(-0.3))), rel=1e-6)
+    assert binary_loss(tf.constant([0.3]), tf.constant([0.0])).numpy()[0] == pytest.approx(-np.log(1 - 1 / (1 + np.exp(-0.3))), rel=1e-6)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("seconds", [3.0, 10.0])
+def test_every_variant_builds_and_gives_one_loss_per_example(variant, seconds):
+    config = AudioBranchConfig.variant(variant, context_seconds=seconds)
+    model = SiameseAudioModel(config, np.random.default_rng(0).normal(size=(5, 40)).astype(np.float32))
+    frames = config.context_frames
+    batch = {"user": tf.constant([0, 3])}
+    if config.loss == "binary":
+        batch.update(track=tf.random.normal([2, frames, 128]), label=tf.constant([1.0, 0.0]))
+    else:
+        batch.update(liked=tf.random.normal([2, frames, 128]), disliked=tf.random.normal([2, config.negatives, frames, 128]))
+    losses = model.example_losses(batch)
+    assert losses.shape == (2,) and np.all(np.isfinite(losses.numpy()))
+    assert model.embed(tf.random.normal([3, frames, 128])).shape == (3, 40)
+    assert frames == {3.0: 130, 10.0: 431}[seconds]
+    assert model.user_vectors.trainable == (variant == "dcue_1vs1")
+
+
+def test_encoder_matches_the_documented_shape():
+    encoder = build_audio_encoder(AudioBranchConfig())
+    convs = [layer for layer in encoder.layers if isinstance(layer, tf.keras.layers.Layer) and "conv" in layer.name]
+    assert len(convs) == 5
+    assert 200_000 < encoder.count_params() < 500_000
+    assert encoder.layers[-1].activation.__name__ == "linear"
+
+
+def test_optimizer_is_the_papers():
+    config = AudioBranchConfig()
+    optimizer = paper_optimizer(config)
+    assert isinstance(optimizer, tf.keras.optimizers.SGD) or type(optimizer).__name__ == "SGD"
+    assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.9)
+    schedule = paper_learning_rate(config)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(1_000_000)) == pytest.approx(0.1 / (1 + 1e-6 * 1_000_000))
+
+
+def test_random_crops_stay_inside_each_tracks_first_30_seconds():
+    lengths = [140, 1292, 431]
+    arrays = [np.tile(np.arange(n, dtype=np.float16)[:, None] / 8, (1, 128)) for n in lengths]
+    store = LogMelStore.from_arrays(["a", "b", "c"], arrays)
+    cropper = Cropper(store, context_frames=130)
+    rows = tf.constant(np.repeat([0, 1, 2], 200))
+    crops = cropper.random(rows).numpy()[:, :, 0] * 8
+    starts = crops[:, 0]
+    assert np.all(np.diff(crops, axis=1) == 1)  # contiguous frames
+    assert np.all(starts + 130 <= np.repeat(lengths, 200))  # never past the track's end (or 30 s = 1292 frames)
+    assert starts[200:400].max() > 900  # and the whole range is used
+    assert list(segment_offsets(1292, 130)) == [i * 129 for i in range(10)]  # ten 3 s segments in 30 s
+    assert list(segment_offsets(5000, 431)) == [0, 430, 860]  # three 10 s segments, only the first 30 s
+    assert list(segment_offsets(517, 130)) == [0, 129, 258, 387]  # a 12 s track: four 3 s segments
+
+
+@pytest.mark.parametrize("protocol", ["per_user", "users", "cold_tracks"])
+def test_splits_are_disjoint_as_promised(tiny_dataset, protocol):
+    dataset = load_dataset(tiny_dataset)
+    pairs = build_audio_pairs(dataset.interactions, dataset.users["user_id"], dataset.tracks["track_id"], split=SplitConfig(protocol))
+    frame = pairs.pairs
+    assert set(frame["split"]) == {"train", "validation", "test"}
+    assert not frame.duplicated(["user_id", "track_id"]).any()
+    if protocol == "per_user":
+        shares = frame.groupby(["user_id", "label"])["split"].value_counts(normalize=True).unstack(fill_value=0)
+        assert shares["train"].between(0.5, 0.7).all() and shares["test"].between(0.1, 0.3).all()
+    key = {"users": "user_id", "cold_tracks": "track_id"}.get(protocol)
+    if key:
+        sets = [set(frame.loc[frame["split"] == s, key]) for s in ("train", "validation", "test")]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+        share = len(sets[0]) / sum(map(len, sets))
+        assert 0.5 < share < 0.7
+
+
+def test_excluded_users_and_tracks_are_counted(tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    users = dataset.users["user_id"].iloc[:50]
+    tracks = dataset.tracks["track_id"].iloc[:80]
+    pairs = build_audio_pairs(dataset.interactions, users, tracks)
+    assert pairs.excluded["users without a user embedding"] == 10
+    assert pairs.excluded["pairs whose track has no usable audio"] > 0
+    assert set(pairs.pairs["user_id"]) <= set(users) and set(pairs.pairs["track_id"]) <= set(tracks)
+
+
+def test_accuracy_threshold_separates_validation_scores():
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.0])
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    assert 0.2 < accuracy_threshold(scores, labels) < 0.7
+
+
+def test_short_training_beats_chance_and_untrained_does_not(tiny_dataset, tiny_log_mels, tiny_user_vectors):
+    dataset = load_dataset(tiny_dataset)
+    pairs = build_audio_pairs(dataset.interactions, tiny_user_vectors.user_ids, tiny_log_mels.usable(130))
+    untrained = train_audio_branch(pairs, tiny_log_mels, tiny_user_vectors, AudioBranchConfig.variant("metric_1vs4", epochs=0))
+    trained = train_audio_branch(pairs, tiny_log_mels, tiny_user_vectors, AudioBranchConfig.variant("metric_1vs4", epochs=15))
+    before = evaluate_liked_disliked(untrained, pairs, tiny_log_mels)
+    after = evaluate_liked_disliked(trained, pairs, tiny_log_mels)
+    assert abs(before["auc"] - 0.5) < 0.08
+    assert after["auc"] > 0.6 and after["auc"] > before["auc"] + 0.08
+    assert trained.history["loss"][-1] < trained.history["loss"][0]
