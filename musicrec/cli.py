@@ -72,6 +72,15 @@ def cmd_user_branch(args):
     print(f"Report, SavedModels (user_tower/, retrieval/) and embedding tables written to {args.out}")
 
 
+def cmd_reproduce_table1(args):
+    from pipeline.table1 import Table1Config, format_table1, reproduce_table1
+
+    config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, protocol=args.protocol)
+    report = reproduce_table1(args.dataset, args.out, config, _feedback_config(args), args.features, args.user_embeddings)
+    print(format_table1(report))
+    print(f"Written to {args.out}/table1.md and table1.json")
+
+
 def cmd_demo(args):
     from pipeline.demo import DemoConfig, run_demo
 
@@ -154,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=15)
     _add_feedback_args(p)
     p.set_defaults(func=cmd_user_branch)
+
+    p = sub.add_parser("reproduce-table1", help="train the six audio-branch variants (3 s, and 10 s) and print the paper's Table 1")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--out", default="runs/table1", help="output folder (default runs/table1)")
+    p.add_argument("--features", help="folder of log-mel TFRecords (default: extracted into OUT/features)")
+    p.add_argument("--user-embeddings", help="UE parquet (default: user branch trained into OUT/user_branch)")
+    p.add_argument("--protocol", choices=["per_user", "users", "cold_tracks"], default="per_user")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=150)
+    _add_feedback_args(p)
+    p.set_defaults(func=cmd_reproduce_table1)
 
     p = sub.add_parser("demo", help="the main job on the embedded default dataset (generated if missing)")
     p.add_argument("--data-dir", default="data/demo")

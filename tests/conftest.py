@@ -53,17 +53,23 @@ def tracks_csv(n: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_log_mels(tiny_dataset, tmp_path_factory):
-    """The tiny dataset's log-mel store, extracted by the Beam transform (DirectRunner, in process)."""
+def tiny_features_dir(tiny_dataset, tmp_path_factory) -> pathlib.Path:
+    """The tiny dataset's log-mel TFRecords, extracted by the Beam transform (DirectRunner, in process)."""
     from components.audio_features.transforms import extract_features
     from musicrec.data.loading import load_dataset
-    from trainer.audio_input import LogMelStore
 
     dataset = load_dataset(tiny_dataset)
     out = tmp_path_factory.mktemp("tiny_features")
     tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
     extract_features(tracks, out)
-    return LogMelStore.from_tfrecords([str(out / "log_mel-*")])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_log_mels(tiny_features_dir):
+    from trainer.audio_input import LogMelStore
+
+    return LogMelStore.from_tfrecords([str(tiny_features_dir / "log_mel-*")])
 
 
 @pytest.fixture(scope="session")

@@ -46,6 +46,8 @@ class UserBranchConfig:
     batch_size: int = 256
     epochs: int = 15
     learning_rate: float = 0.003
+    # History and candidates look ids up in the same tables (YouTubeDNN) or in separate ones.
+    share_item_embeddings: bool = True
     dislikes_as_negatives: bool = True
     logq_correction: bool = True
     remove_accidental_hits: bool = True
@@ -185,11 +187,14 @@ def _static_map(mapping: Dict[str, str]) -> tf.lookup.StaticHashTable:
 class TwoTowerModel(tfrs.Model):
     def __init__(self, vocab: Vocabularies, config: UserBranchConfig, label_probability: Dict[str, float]):
         super().__init__()
-        items = {
-            kind: _lookup_embedding(values, config.embedding_dim, f"{kind}_ids")
-            for kind, values in (("track", vocab.tracks), ("album", vocab.albums), ("artist", vocab.artists))
-        }
-        self.query_tower = QueryTower(vocab, config, items)
+        def item_embeddings(prefix: str) -> Dict[str, keras.Model]:
+            return {
+                kind: _lookup_embedding(values, config.embedding_dim, f"{prefix}{kind}_ids")
+                for kind, values in (("track", vocab.tracks), ("album", vocab.albums), ("artist", vocab.artists))
+            }
+
+        items = item_embeddings("")
+        self.query_tower = QueryTower(vocab, config, items if config.share_item_embeddings else item_embeddings("history_"))
         self.candidate_tower = CandidateTower(vocab, config, items)
         self._config = config
         tracks = list(label_probability)
