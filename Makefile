@@ -33,6 +33,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/frontend.py --out reports/benchmarks/frontend.json
+	$(PY) benchmarks/audio_training.py --out reports/benchmarks/audio_training.json
 
 # Recompile the lock from requirements/base.in (needs network access to PyPI).
 lock: $(STAMP)

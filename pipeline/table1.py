@@ -16,10 +16,9 @@ import logging
 import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from components.audio_features.transforms import extract_features
-from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs
+from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc
@@ -27,7 +26,7 @@ from trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from trainer.audio_input import LogMelStore
 from trainer.audio_module import UserVectors, evaluate_liked_disliked, train_audio_branch
 from trainer.user_branch import UserBranchConfig
-from trainer.user_export import USER_EMBEDDINGS_FILE, read_embeddings
+from trainer.user_export import USER_EMBEDDINGS_FILE
 from trainer.user_module import run_on_dataset
 
 # (variant, context seconds) rows of the paper's Table 1 (a) and (b).
@@ -62,8 +61,7 @@ def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=
     user_embeddings = pathlib.Path(user_embeddings) if user_embeddings else out / "user_branch" / "model" / USER_EMBEDDINGS_FILE
     if not user_embeddings.exists():
         run_on_dataset(dataset_dir, out / "user_branch", UserBranchConfig(), feedback)
-    table = read_embeddings(user_embeddings, "user_id")
-    users = UserVectors(table["user_id"].to_numpy(), np.stack(table["embedding"].to_numpy()))
+    users = UserVectors.from_parquet(user_embeddings)
     return dataset, LogMelStore.from_tfrecords([str(features_dir / "log_mel-*")]), users
 
 

@@ -1,7 +1,6 @@
 """The audio branch: losses by hand, every variant's shapes, crops, splits, and training vs untrained."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -25,6 +25,7 @@ from sklearn.metrics import precision_score, roc_auc_score
 from musicrec.data.audio_pairs import AudioPairs
 from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
+from trainer.user_export import read_embeddings
 
 
 @dataclasses.dataclass
@@ -36,6 +37,12 @@ class UserVectors:
 
     def index(self) -> Dict[str, int]:
         return {u: i for i, u in enumerate(self.user_ids)}
+
+    @classmethod
+    def from_parquet(cls, path) -> "UserVectors":
+        """Reads the user branch's `user_embeddings.parquet`."""
+        table = read_embeddings(path, "user_id")
+        return cls(table["user_id"].to_numpy(), np.stack(table["embedding"].to_numpy()))
 
 
 @dataclasses.dataclass
