@@ -84,7 +84,10 @@ def cmd_reproduce_table1(args):
 def cmd_demo(args):
     from pipeline.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(data_dir=args.data_dir, work_dir=args.work_dir, size=args.size, seed=args.seed))
+    run_demo(DemoConfig(
+        data_dir=args.data_dir, work_dir=args.work_dir, size=args.size, seed=args.seed, user_epochs=args.user_epochs,
+        audio_epochs=args.audio_epochs, audio_steps_per_epoch=args.audio_steps_per_epoch,
+    ))
 
 
 def cmd_oracle(args):
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="runs/demo")
     p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--user-epochs", type=int, default=15, help="user-branch training epochs")
+    p.add_argument("--audio-epochs", type=int, default=10, help="audio-branch training epochs")
+    p.add_argument("--audio-steps-per-epoch", type=int, default=150, help="audio-branch steps per epoch")
     p.set_defaults(func=cmd_demo)
     return parser
 
