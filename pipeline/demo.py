@@ -22,7 +22,7 @@ from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.data.validation import validate_dataset
 from musicrec.simulation.generator import generate_demo, is_generated
-from musicrec.simulation.oracle import GroundTruth, oracle_auc
+from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from trainer.audio_input import LogMelStore
 from trainer.audio_module import UserVectors, evaluate_liked_disliked, train_audio_branch
@@ -100,7 +100,9 @@ def _audio_branch(config: DemoConfig, dataset, work_dir: pathlib.Path, feedback:
     result = {"variant": config.audio_variant, **evaluate_liked_disliked(trained, pairs, store), "excluded": pairs.excluded}
     line = f"Audio branch ({PAPER_NAMES[config.audio_variant]}, {config.context_seconds:.0f} s): test AUC {result['auc']:.3f}, precision {result['precision']:.3f} at cosine >= {result['threshold']:+.3f}"
     if (pathlib.Path(config.data_dir) / "ground_truth").is_dir():
-        result["oracle_auc"] = oracle_auc(GroundTruth.load(config.data_dir), pairs.split("test"))
-        line += f"; oracle AUC on the same test pairs {result['oracle_auc']:.3f}"
+        truth, test = GroundTruth.load(config.data_dir), pairs.split("test")
+        result["oracle_auc"], result["preference_ceiling_auc"] = oracle_auc(truth, test), preference_auc(truth, test)
+        line += (f"; on the same test pairs, oracle AUC (audio-derivable preference) {result['oracle_auc']:.3f}, "
+                 f"ceiling (whole preference) {result['preference_ceiling_auc']:.3f}")
     print(line, flush=True)
     return result

@@ -8,6 +8,13 @@ audio-only ranking is by the audio-derivable utility A(u, t). Scores are
 standardised per user over the pairs given, so user-level offsets, which an
 audio model (a cosine in [-1, 1]) cannot express either, do not leak in.
 Model AUCs in later stages are reported beside this number.
+
+`preference_auc` is the ceiling beside it: the same AUC from the whole
+noise-free preference (audio part, artist loyalty, popularity), the best any
+model can do knowing exactly who the user is and which track it is. A model
+scoring cos(UE, AE) can land between the two, because the UE carries the
+user's artists and an artist's tracks sound alike: artist loyalty is not in
+the audio by construction, but the artist partly is.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class GroundTruth:
     tracks: pd.DataFrame  # track_id, genre, popularity, style_*
     faults: pd.DataFrame  # track_id, fault
     params: dict
+    artist_affinity: pd.DataFrame  # users x artists
 
     @classmethod
     def load(cls, dataset_dir) -> "GroundTruth":
@@ -44,6 +52,7 @@ class GroundTruth:
             tracks=pd.read_csv(root / "tracks.csv", dtype={"track_id": str}),
             faults=pd.read_csv(root / "faults.csv", dtype={"track_id": str}),
             params=json.loads((root / "params.json").read_text()),
+            artist_affinity=_affinity_table(root / "artist_affinity.npz"),
         )
 
     def audio_utility(self, user_ids, track_ids) -> np.ndarray:
@@ -59,6 +68,25 @@ class GroundTruth:
             users.loc[unique_users].reset_index(), tracks.loc[unique_tracks].reset_index()
         )
         return matrix[u_idx, t_idx]
+
+
+    def preference(self, user_ids, track_ids) -> np.ndarray:
+        """The full noise-free preference U(u, t): audio part + artist loyalty + popularity."""
+        user_ids, track_ids = np.asarray(user_ids), np.asarray(track_ids)
+        tracks = self.tracks.set_index("track_id")
+        weights = self.params["weights"]
+        log_pop = np.log(tracks["popularity"])
+        pop_z = ((log_pop - log_pop.mean()) / log_pop.std()).loc[track_ids].to_numpy()
+        affinity = self.artist_affinity.to_numpy()[
+            self.artist_affinity.index.get_indexer(user_ids),
+            self.artist_affinity.columns.get_indexer(tracks.loc[track_ids, "artist_id"]),
+        ]
+        return self.audio_utility(user_ids, track_ids) + weights["artist_loyalty"] * affinity + weights["popularity"] * pop_z
+
+
+def _affinity_table(path) -> pd.DataFrame:
+    with np.load(path) as stored:
+        return pd.DataFrame(stored["affinity"], index=stored["user_ids"], columns=stored["artist_ids"])
 
 
 def _check_known(kind: str, ids: np.ndarray, known: pd.Index) -> None:
@@ -80,3 +108,11 @@ def oracle_auc(ground_truth: GroundTruth, pairs: pd.DataFrame) -> float:
         raise ValueError("the oracle AUC needs pairs with both liked and disliked labels")
     utility = ground_truth.audio_utility(pairs["user_id"], pairs["track_id"])
     return float(roc_auc_score(pairs["label"], per_user_standardised(utility, pairs["user_id"])))
+
+
+def preference_auc(ground_truth: GroundTruth, pairs: pd.DataFrame) -> float:
+    """The ceiling: AUC of the full noise-free preference on `pairs`, standardised per user."""
+    if pairs.empty or pairs["label"].nunique() < 2:
+        raise ValueError("the preference AUC needs pairs with both liked and disliked labels")
+    preference = ground_truth.preference(pairs["user_id"], pairs["track_id"])
+    return float(roc_auc_score(pairs["label"], per_user_standardised(preference, pairs["user_id"])))
