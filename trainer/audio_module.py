@@ -11,7 +11,9 @@ there; the threshold is stated in the report).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import pathlib
 import time
 from typing import Dict
 
@@ -22,7 +24,7 @@ import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import precision_score, roc_auc_score
 
-from musicrec.data.audio_pairs import AudioPairs
+from musicrec.data.audio_pairs import AudioPairs, read_pair_examples
 from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
 from trainer.user_export import read_embeddings
@@ -160,3 +162,54 @@ def accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     if best == len(scores):
         return float(sorted_scores[-1])
     return float((sorted_scores[best - 1] + sorted_scores[best]) / 2)
+
+
+AUDIO_ENCODER_DIR = "audio_encoder"
+EMBED_LOG_MEL_SIGNATURE = "embed_log_mel"
+REPORT_FILE = "audio_branch_report.json"
+
+
+def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
+    """SavedModel `audio_encoder/`, signature `embed_log_mel`: log-mel [batch, frames, 128] -> AE [batch, 40].
+
+    Serving (the audio_embedder of the serving issue) puts decoding and the
+    log-mel front end in front of this graph.
+    """
+    path = pathlib.Path(out_dir) / AUDIO_ENCODER_DIR
+    encoder = trained.model.encoder
+    embed = tf.function(
+        lambda log_mel: {"audio_embedding": encoder(log_mel, training=False)},
+        input_signature=[tf.TensorSpec([None, None, encoder.input_shape[-1]], tf.float32, name="log_mel")],
+    )
+    module = tf.Module()
+    module.encoder = encoder
+    tf.saved_model.save(module, str(path), signatures={EMBED_LOG_MEL_SIGNATURE: embed, "serving_default": embed})
+    return path
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point of the audio branch.
+
+    train_files / eval_files: (user_id, track_id, label) pair examples of the
+    training and validation splits. custom_config: `log_mel_pattern` (the
+    audio feature component's TFRecords), `user_embeddings` (the user
+    branch's UE parquet) and optional `audio_branch` (AudioBranchConfig
+    fields, e.g. {"loss": "hinge", "negatives": 4}).
+    """
+    custom = fn_args.custom_config or {}
+    config = AudioBranchConfig(**custom.get("audio_branch", {}))
+    store = LogMelStore.from_tfrecords([custom["log_mel_pattern"]])
+    users = UserVectors.from_parquet(custom["user_embeddings"])
+    frames = pd.concat([
+        read_pair_examples(fn_args.train_files).assign(split="train"),
+        read_pair_examples(fn_args.eval_files).assign(split="validation"),
+    ], ignore_index=True)
+    pairs = AudioPairs(pairs=frames, excluded={})
+    trained = train_audio_branch(pairs, store, users, config, verbose=2)
+    # The threshold is chosen on the same validation pairs here; the pipeline's
+    # evaluator measures the held-out test split.
+    metrics = evaluate_liked_disliked(trained, pairs, store, test_split="validation")
+    report_dir = pathlib.Path(fn_args.model_run_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / REPORT_FILE).write_text(json.dumps({"config": dataclasses.asdict(config), "validation": metrics}, indent=2) + "\n")
+    export_audio_encoder(trained, fn_args.serving_model_dir)
