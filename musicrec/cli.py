@@ -76,7 +76,7 @@ def cmd_reproduce_table1(args):
     from pipeline.table1 import Table1Config, format_table1, reproduce_table1
 
     config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, protocol=args.protocol)
-    report = reproduce_table1(args.dataset, args.out, config, _feedback_config(args), args.features, args.user_embeddings)
+    report = reproduce_table1(args.dataset, args.out, config, _feedback_config(args), args.features, args.user_branch)
     print(format_table1(report))
     print(f"Written to {args.out}/table1.md and table1.json")
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--out", default="runs/table1", help="output folder (default runs/table1)")
     p.add_argument("--features", help="folder of log-mel TFRecords (default: extracted into OUT/features)")
-    p.add_argument("--user-embeddings", help="UE parquet (default: user branch trained into OUT/user_branch)")
+    p.add_argument("--user-branch", help="output folder of `musicrec user-branch` (default: trained into OUT/user_branch)")
     p.add_argument("--protocol", choices=["per_user", "users", "cold_tracks"], default="per_user")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--steps-per-epoch", type=int, default=150)

@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 
 
 from components.audio_features.transforms import extract_features
-from musicrec.data.audio_pairs import build_audio_pairs
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.data.validation import validate_dataset
@@ -25,9 +24,9 @@ from musicrec.simulation.generator import generate_demo, is_generated
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from trainer.audio_input import LogMelStore
-from trainer.audio_module import UserVectors, evaluate_liked_disliked, train_audio_branch
+from trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
 from trainer.user_branch import UserBranchConfig
-from trainer.user_export import USER_EMBEDDINGS_FILE
+from trainer.user_export import USER_TOWER_DIR
 from trainer.user_module import run_on_dataset
 
 
@@ -90,12 +89,13 @@ def _ensure_dataset(config: DemoConfig, data_dir: pathlib.Path) -> None:
 def _audio_branch(config: DemoConfig, dataset, work_dir: pathlib.Path, feedback: FeedbackConfig) -> dict:
     """Trains the proposed model (Metric-1vs4) on the UEs and reports AUC beside the oracle."""
     store = LogMelStore.from_tfrecords([str(work_dir / "features" / "log_mel-*")])
-    users = UserVectors.from_parquet(work_dir / "user_branch" / "model" / USER_EMBEDDINGS_FILE)
     audio_config = AudioBranchConfig.variant(
         config.audio_variant, context_seconds=config.context_seconds, epochs=config.audio_epochs,
         steps_per_epoch=config.audio_steps_per_epoch,
     )
-    pairs = build_audio_pairs(dataset.interactions, users.user_ids, store.usable(audio_config.context_frames), feedback)
+    pairs, users = prepare_audio_branch(
+        dataset, store, work_dir / "user_branch" / "model" / USER_TOWER_DIR, audio_config.context_frames, feedback
+    )
     trained = train_audio_branch(pairs, store, users, audio_config)
     result = {"variant": config.audio_variant, **evaluate_liked_disliked(trained, pairs, store), "excluded": pairs.excluded}
     line = f"Audio branch ({PAPER_NAMES[config.audio_variant]}, {config.context_seconds:.0f} s): test AUC {result['auc']:.3f}, precision {result['precision']:.3f} at cosine >= {result['threshold']:+.3f}"

@@ -5,7 +5,9 @@ at 10 s on the same split, and writes a table in the shape of the paper's
 (precision, AUC) as markdown and JSON, with the oracle AUC of a generated
 dataset beside it. Log-mel features and user embeddings are reused when given
 (or when a previous run left them in the output folder), otherwise computed
-first: features by the Beam transform, UEs by the user branch.
+first: features by the Beam transform, the user tower by the user branch.
+Each user's UE is computed from their liked tracks outside the validation and
+test pairs, so no UE contains a track it is evaluated on.
 """
 
 from __future__ import annotations
@@ -18,15 +20,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 
 from components.audio_features.transforms import extract_features
-from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs
+from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from trainer.audio_input import LogMelStore
-from trainer.audio_module import UserVectors, evaluate_liked_disliked, train_audio_branch
+from trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
 from trainer.user_branch import UserBranchConfig
-from trainer.user_export import USER_EMBEDDINGS_FILE
+from trainer.user_export import USER_TOWER_DIR
 from trainer.user_module import run_on_dataset
 
 # (variant, context seconds) rows of the paper's Table 1 (a) and (b).
@@ -50,29 +52,28 @@ class Table1Config:
     seed: int = 0
 
 
-def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=None, user_embeddings=None):
-    """Log-mel store and UE table: reused when present, computed otherwise."""
+def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=None, user_branch_dir=None):
+    """Log-mel store and user tower: reused when present, computed otherwise."""
     out = pathlib.Path(out_dir)
     dataset = load_dataset(dataset_dir)
     features_dir = pathlib.Path(features_dir) if features_dir else out / "features"
     if not list(features_dir.glob("log_mel-*")):
         tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
         logging.info("%s\n", extract_features(tracks, features_dir).format())
-    user_embeddings = pathlib.Path(user_embeddings) if user_embeddings else out / "user_branch" / "model" / USER_EMBEDDINGS_FILE
-    if not user_embeddings.exists():
-        run_on_dataset(dataset_dir, out / "user_branch", UserBranchConfig(), feedback)
-    users = UserVectors.from_parquet(user_embeddings)
-    return dataset, LogMelStore.from_tfrecords([str(features_dir / "log_mel-*")]), users
+    user_branch_dir = pathlib.Path(user_branch_dir) if user_branch_dir else out / "user_branch"
+    if not (user_branch_dir / "model" / USER_TOWER_DIR / "saved_model.pb").exists():
+        run_on_dataset(dataset_dir, user_branch_dir, UserBranchConfig(), feedback)
+    return dataset, LogMelStore.from_tfrecords([str(features_dir / "log_mel-*")]), user_branch_dir / "model" / USER_TOWER_DIR
 
 
 def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config(), feedback: FeedbackConfig = FeedbackConfig(),
-                     features_dir=None, user_embeddings=None) -> dict:
+                     features_dir=None, user_branch_dir=None) -> dict:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset, store, users = prepare_inputs(dataset_dir, out, feedback, features_dir, user_embeddings)
+    dataset, store, user_tower = prepare_inputs(dataset_dir, out, feedback, features_dir, user_branch_dir)
     longest_context = max(AudioBranchConfig(context_seconds=s).context_frames for _, s in config.rows)
-    pairs = build_audio_pairs(dataset.interactions, users.user_ids, store.usable(longest_context), feedback,
-                              SplitConfig(config.protocol, seed=config.seed))
+    pairs, users = prepare_audio_branch(dataset, store, user_tower, longest_context, feedback,
+                                        SplitConfig(config.protocol, seed=config.seed))
     results: List[dict] = []
     for variant, seconds in config.rows:
         audio_config = AudioBranchConfig.variant(variant, context_seconds=seconds, epochs=config.epochs,

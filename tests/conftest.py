@@ -73,13 +73,20 @@ def tiny_log_mels(tiny_features_dir):
 
 
 @pytest.fixture(scope="session")
-def tiny_user_vectors(tiny_dataset):
-    """UEs of the tiny dataset's users from a short user-branch training run."""
-    from musicrec.data.loading import load_dataset
-    from musicrec.data.user_examples import build_user_examples
-    from trainer.audio_module import UserVectors
-    from trainer.user_branch import UserBranchConfig, train_user_branch
+def tiny_user_branch(tiny_dataset, tmp_path_factory) -> pathlib.Path:
+    """`musicrec user-branch` output on the tiny dataset (short training): model/user_tower, UE table, report."""
+    from trainer.user_branch import UserBranchConfig
+    from trainer.user_module import run_on_dataset
 
-    data = build_user_examples(load_dataset(tiny_dataset))
-    trained = train_user_branch(data, UserBranchConfig(epochs=10), verbose=0)
-    return UserVectors(data.latest.columns["user_id"].astype(str), trained.user_embeddings(data.latest))
+    out = tmp_path_factory.mktemp("tiny_user_branch")
+    run_on_dataset(tiny_dataset, out, UserBranchConfig(epochs=10))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_user_vectors(tiny_user_branch):
+    """The tiny dataset's UE table (every user, full history)."""
+    from trainer.audio_module import UserVectors
+    from trainer.user_export import USER_EMBEDDINGS_FILE
+
+    return UserVectors.from_parquet(tiny_user_branch / "model" / USER_EMBEDDINGS_FILE)

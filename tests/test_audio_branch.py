@@ -19,7 +19,10 @@ from trainer.audio_branch import (
     softmax_loss,
 )
 from trainer.audio_input import Cropper, LogMelStore, segment_offsets
-from trainer.audio_module import accuracy_threshold, evaluate_liked_disliked, train_audio_branch
+from musicrec.data.feedback import feedback_labels
+from musicrec.data.user_examples import history_examples
+from trainer.audio_module import UserVectors, accuracy_threshold, evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
+from trainer.user_export import USER_TOWER_DIR
 
 
 def test_cosine_and_losses_match_hand_computed_values():
@@ -124,11 +127,24 @@ def test_accuracy_threshold_separates_validation_scores():
     assert 0.2 < accuracy_threshold(scores, labels) < 0.7
 
 
-def test_short_training_beats_chance_and_untrained_does_not(tiny_dataset, tiny_log_mels, tiny_user_vectors):
+def test_user_embeddings_never_contain_the_evaluated_tracks(tiny_dataset, tiny_log_mels, tiny_user_branch):
     dataset = load_dataset(tiny_dataset)
-    pairs = build_audio_pairs(dataset.interactions, tiny_user_vectors.user_ids, tiny_log_mels.usable(130))
-    untrained = train_audio_branch(pairs, tiny_log_mels, tiny_user_vectors, AudioBranchConfig.variant("metric_1vs4", epochs=0))
-    trained = train_audio_branch(pairs, tiny_log_mels, tiny_user_vectors, AudioBranchConfig.variant("metric_1vs4", epochs=15))
+    tower = tiny_user_branch / "model" / USER_TOWER_DIR
+    pairs, users = prepare_audio_branch(dataset, tiny_log_mels, tower, 130, split=SplitConfig("cold_tracks"))
+    evaluated = pairs.pairs[pairs.pairs["split"] != "train"]
+    liked = feedback_labels(dataset.interactions).labels.query("label == 1")
+    kept = liked.merge(evaluated[["user_id", "track_id"]], how="left", indicator=True).query("_merge == 'left_only'")
+    expected = UserVectors.from_user_tower(tower, history_examples(dataset, kept, users.user_ids))
+    np.testing.assert_allclose(users.vectors, expected.vectors, atol=1e-6)
+    leaky = UserVectors.from_user_tower(tower, history_examples(dataset, liked, users.user_ids))
+    assert not np.allclose(users.vectors, leaky.vectors, atol=1e-3)  # the held-out tracks did change the UEs
+
+
+def test_short_training_beats_chance_and_untrained_does_not(tiny_dataset, tiny_log_mels, tiny_user_branch):
+    dataset = load_dataset(tiny_dataset)
+    pairs, users = prepare_audio_branch(dataset, tiny_log_mels, tiny_user_branch / "model" / USER_TOWER_DIR, 130)
+    untrained = train_audio_branch(pairs, tiny_log_mels, users, AudioBranchConfig.variant("metric_1vs4", epochs=0))
+    trained = train_audio_branch(pairs, tiny_log_mels, users, AudioBranchConfig.variant("metric_1vs4", epochs=15))
     before = evaluate_liked_disliked(untrained, pairs, tiny_log_mels)
     after = evaluate_liked_disliked(trained, pairs, tiny_log_mels)
     assert abs(before["auc"] - 0.5) < 0.08

@@ -4,14 +4,12 @@ import json
 
 from musicrec.data.loading import load_dataset
 from pipeline.table1 import Table1Config, format_table1, reproduce_table1, table1_checks
-from trainer.user_export import write_embeddings
 
 
-def test_reproduce_table1_writes_the_papers_table(tiny_dataset, tiny_features_dir, tiny_user_vectors, tmp_path):
-    write_embeddings(tmp_path / "ue.parquet", "user_id", tiny_user_vectors.user_ids, tiny_user_vectors.vectors)
+def test_reproduce_table1_writes_the_papers_table(tiny_dataset, tiny_features_dir, tiny_user_branch, tmp_path):
     config = Table1Config(epochs=2, steps_per_epoch=10, rows=(("dcue_1vs1", 3.0), ("metric_1vs4", 3.0), ("metric_1vs1", 10.0)))
     report = reproduce_table1(tiny_dataset, tmp_path / "out", config, features_dir=tiny_features_dir,
-                              user_embeddings=tmp_path / "ue.parquet")
+                              user_branch_dir=tiny_user_branch)
     written = json.loads((tmp_path / "out" / "table1.json").read_text())
     assert [(r["model"], r["context_seconds"]) for r in written["results"]] == [("DCUE-1vs1", 3.0), ("Metric-1vs4", 3.0), ("Metric-1vs1", 10.0)]
     assert all(0.0 <= r["auc"] <= 1.0 and 0.0 <= r["precision"] <= 1.0 for r in written["results"])

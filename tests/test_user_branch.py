@@ -56,8 +56,8 @@ def test_examples_follow_time_and_hold_out_the_last_liked_tracks(branch_data):
 
 def test_masked_mean_ignores_padding():
     embeddings = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [7.0, 7.0], [9.0, 9.0]]])
-    ids = tf.constant([["a", "b", PAD], [PAD, PAD, PAD]])
-    np.testing.assert_allclose(MaskedMean()(embeddings, ids).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+    known = tf.constant([[True, True, False], [False, False, False]])
+    np.testing.assert_allclose(MaskedMean()(embeddings, known).numpy(), [[2.0, 3.0], [0.0, 0.0]])
 
 
 def test_retrieval_loss_matches_a_hand_computed_case():
@@ -86,6 +86,12 @@ def test_unknown_ids_and_demographics_do_not_crash(trained, branch_data):
     batch.columns["age"] = np.asarray([np.nan, 200.0], dtype=np.float32)
     unknown = trained.user_embeddings(batch)
     assert np.all(np.isfinite(unknown)) and not np.allclose(unknown, normal)
+    # Unknown history ids are masked out like padding: same UE as an empty history.
+    empty = batch.take(np.arange(2))
+    for name in ("history_track_ids", "history_album_ids", "history_artist_ids"):
+        batch.columns[name] = np.where(batch.columns[name] == PAD, PAD, "never-seen-id")
+        empty.columns[name] = np.full_like(empty.columns[name], PAD)
+    np.testing.assert_allclose(trained.user_embeddings(batch), trained.user_embeddings(empty), atol=1e-6)
     candidate = trained.model.candidate_tower(tf.constant(["never-seen-track"])).numpy()
     assert np.all(np.isfinite(candidate))
 

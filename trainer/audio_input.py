@@ -147,7 +147,7 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
         tf.data.Dataset.from_tensor_slices((examples.user_rows, examples.liked_rows))
         .shuffle(len(examples.user_rows), seed=seed, reshuffle_each_iteration=True)
         .map(sample, num_parallel_calls=tf.data.AUTOTUNE)
-        .batch(batch_size, drop_remainder=True)
+        .batch(batch_size)
         .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
@@ -162,7 +162,7 @@ def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int
     return (
         tf.data.Dataset.from_tensor_slices((examples.binary_users, examples.binary_rows, examples.binary_labels))
         .shuffle(len(examples.binary_rows), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size, drop_remainder=True)
+        .batch(batch_size)
         .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -24,10 +24,13 @@ import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import precision_score, roc_auc_score
 
-from musicrec.data.audio_pairs import AudioPairs, read_pair_examples
+from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, read_pair_examples
+from musicrec.data.contract import FeedbackConfig
+from musicrec.data.feedback import feedback_labels
+from musicrec.data.user_examples import UserExamples, history_examples
 from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
-from trainer.user_export import read_embeddings
+from trainer.user_export import EMBED_USER_SIGNATURE, read_embeddings
 
 
 @dataclasses.dataclass
@@ -39,6 +42,20 @@ class UserVectors:
 
     def index(self) -> Dict[str, int]:
         return {u: i for i, u in enumerate(self.user_ids)}
+
+    @classmethod
+    def from_user_tower(cls, user_tower_dir, queries: UserExamples, batch_size: int = 512) -> "UserVectors":
+        """Embeds `queries` (history_examples rows) with an exported user tower SavedModel."""
+        embed = tf.saved_model.load(str(user_tower_dir)).signatures[EMBED_USER_SIGNATURE]
+        inputs = {}
+        for name, spec in embed.structured_input_signature[1].items():
+            values = queries.columns[name]
+            inputs[name] = values.astype(str) if spec.dtype == tf.string else values.astype(np.float32)
+        vectors = [
+            embed(**batch)["user_embedding"].numpy()
+            for batch in tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+        ]
+        return cls(queries.columns["user_id"].astype(str), np.concatenate(vectors, axis=0))
 
     @classmethod
     def from_parquet(cls, path) -> "UserVectors":
@@ -88,19 +105,19 @@ class _Progress(keras.callbacks.Callback):
 def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors, config: AudioBranchConfig,
                        verbose: int = 0) -> TrainedAudioBranch:
     keras.utils.set_random_seed(config.seed)
-    examples = training_examples(pairs.split("train"), users.index(), store)
-    if len(examples.user_rows) == 0:
-        raise ValueError("no training triplets: no user has both liked and disliked training tracks")
+    train = usable_pairs(pairs.split("train"), users, store, config.context_frames)
+    examples = training_examples(train, users.index(), store)
     cropper = Cropper(store, config.context_frames)
     if config.loss == "binary":
+        count, segments_per_step = len(examples.binary_rows), config.batch_size
         dataset = binary_dataset(examples, cropper, config.batch_size, config.seed)
-        per_epoch = len(examples.binary_rows) // config.batch_size
-        segments_per_step = config.batch_size
     else:
+        count, segments_per_step = len(examples.user_rows), config.batch_size * (1 + config.negatives)
         dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed)
-        per_epoch = len(examples.user_rows) // config.batch_size
-        segments_per_step = config.batch_size * (1 + config.negatives)
-    steps = config.steps_per_epoch or max(per_epoch, 1)
+    if count == 0:
+        raise ValueError("no training examples: no user has both liked and disliked training tracks with audio")
+    per_epoch = -(-count // config.batch_size)  # the last batch may be partial
+    steps = config.steps_per_epoch or per_epoch
     model = SiameseAudioModel(config, users.vectors)
     model.compile(optimizer=paper_optimizer(config))
     progress = _Progress(segments_per_step)
@@ -110,6 +127,31 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
         segments_per_second=float(np.median(progress.rates)) if progress.rates else 0.0,
         skipped_users=examples.skipped_users,
     )
+
+
+def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_frames: int,
+                         feedback: FeedbackConfig = FeedbackConfig(), split: SplitConfig = SplitConfig()):
+    """Splits the liked/disliked pairs and embeds every user with the user tower from their
+    liked tracks outside the validation and test pairs, so no UE contains a track it is
+    evaluated on. (Under the `users` protocol, evaluated users thus get a UE from
+    demographics alone: cold users.) Returns (AudioPairs, UserVectors)."""
+    pairs = build_audio_pairs(dataset.interactions, dataset.users["user_id"], store.usable(context_frames), feedback, split)
+    evaluated = pairs.pairs[pairs.pairs["split"] != "train"][["user_id", "track_id"]]
+    liked = feedback_labels(dataset.interactions, feedback).labels.query("label == 1")
+    liked = liked.merge(evaluated, how="left", indicator=True).query("_merge == 'left_only'")
+    queries = history_examples(dataset, liked, pairs.pairs["user_id"])
+    return pairs, UserVectors.from_user_tower(user_tower_dir, queries)
+
+
+def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int) -> pd.DataFrame:
+    """Pairs whose user has a vector and whose track has a full crop of audio; drops are logged with counts."""
+    known_user = pairs["user_id"].isin(set(users.user_ids))
+    long_enough = pairs["track_id"].isin(set(store.usable(context_frames)))
+    for count, reason in (((~known_user).sum(), "users without a user embedding"),
+                          ((known_user & ~long_enough).sum(), f"tracks without {context_frames} frames of log-mel")):
+        if count:
+            logging.warning("%s audio branch: left out %d pairs: %s", musicrec.LOG_TAG, count, reason)
+    return pairs[known_user & long_enough].reset_index(drop=True)
 
 
 def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int = 256) -> np.ndarray:
@@ -136,8 +178,9 @@ def evaluate_liked_disliked(trained: TrainedAudioBranch, pairs: AudioPairs, stor
                             test_split: str = "test") -> Dict[str, float]:
     track_ae = track_embeddings(trained.model.encoder, store, trained.config.context_frames)
     vectors, index = trained.user_vectors(), trained.users.index()
-    scores = {s: pair_scores(pairs.split(s), vectors, index, track_ae, store) for s in ("validation", test_split)}
-    labels = {s: pairs.split(s)["label"].to_numpy() for s in scores}
+    splits = {s: usable_pairs(pairs.split(s), trained.users, store, 1) for s in ("validation", test_split)}
+    scores = {s: pair_scores(frame, vectors, index, track_ae, store) for s, frame in splits.items()}
+    labels = {s: frame["label"].to_numpy() for s, frame in splits.items()}
     threshold = accuracy_threshold(scores["validation"], labels["validation"])
     predicted = scores[test_split] >= threshold
     return {

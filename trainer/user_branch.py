@@ -97,24 +97,30 @@ class Vocabularies:
         )
 
 
-def _lookup_embedding(vocabulary: Sequence[str], dim: int, name: str) -> keras.Sequential:
-    """String ids -> embeddings; '' is padding (index 0, masked), unknown ids share one OOV row."""
-    return keras.Sequential(
-        [
-            keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=PAD, num_oov_indices=1, name=f"{name}_lookup"),
-            keras.layers.Embedding(len(vocabulary) + 2, dim, mask_zero=True, name=f"{name}_embedding"),
-        ],
-        name=name,
-    )
+class IdEmbedding(keras.layers.Layer):
+    """String ids -> embeddings. '' is padding (index 0); ids outside the vocabulary
+    share one out-of-vocabulary row (index 1), which `known` lets callers mask."""
+
+    def __init__(self, vocabulary: Sequence[str], dim: int, name: str):
+        super().__init__(name=name)
+        self.lookup = keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=PAD, num_oov_indices=1, name=f"{name}_lookup")
+        self.embedding = keras.layers.Embedding(len(vocabulary) + 2, dim, name=f"{name}_embedding")
+
+    def call(self, ids):
+        return self.embedding(self.lookup(ids))
+
+    def known(self, ids) -> tf.Tensor:
+        """True where the id is in the vocabulary (not padding, not OOV)."""
+        return self.lookup(ids) > 1
 
 
 class MaskedMean(keras.layers.Layer):
-    """Average of embeddings over non-padding history positions (zeros for an empty history)."""
+    """Average of embeddings over the positions where `mask` is true (zeros when none is)."""
 
-    def call(self, embeddings, ids):
-        mask = tf.cast(tf.not_equal(ids, PAD), embeddings.dtype)[..., None]
-        total = tf.reduce_sum(embeddings * mask, axis=-2)
-        return total / tf.maximum(tf.reduce_sum(mask, axis=-2), 1.0)
+    def call(self, embeddings, mask):
+        weights = tf.cast(mask, embeddings.dtype)[..., None]
+        total = tf.reduce_sum(embeddings * weights, axis=-2)
+        return total / tf.maximum(tf.reduce_sum(weights, axis=-2), 1.0)
 
 
 class QueryTower(keras.Model):
@@ -125,12 +131,12 @@ class QueryTower(keras.Model):
         self._config = config
         self._vocab = vocab
         if config.query == "user_id":
-            self._user_embedding = _lookup_embedding(vocab.users, config.embedding_dim, "user")
+            self._user_embedding = IdEmbedding(vocab.users, config.embedding_dim, "user")
             return
         self._items = item_embeddings
         self._mean = MaskedMean()
         self._categorical = {
-            name: _lookup_embedding(values, config.demographic_embedding_dim, f"demographic_{name}")
+            name: IdEmbedding(values, config.demographic_embedding_dim, f"demographic_{name}")
             for name, values in vocab.categorical.items()
         }
         self._hidden = [
@@ -143,16 +149,19 @@ class QueryTower(keras.Model):
         if self._config.query == "user_id":
             return self._user_embedding(features["user_id"])
         parts = []
+        # Padding and ids never seen in training are left out of the averages
+        # (their rows were never trained), so an unknown track adds nothing.
         for feature, kind in zip(HISTORY_FEATURES, ("track", "album", "artist")):
             ids = features[feature]
-            parts.append(self._mean(self._items[kind](ids), ids))
+            parts.append(self._mean(self._items[kind](ids), self._items[kind].known(ids)))
         for name, (mean, std) in self._vocab.numeric.items():
             value = tf.cast(features[name], tf.float32)
             missing = tf.math.is_nan(value)
             normalised = tf.where(missing, 0.0, (value - mean) / std)
             parts.append(tf.stack([normalised, tf.cast(missing, tf.float32)], axis=-1))
         for name, embedding in self._categorical.items():
-            parts.append(embedding(features[name]))
+            values = features[name]
+            parts.append(embedding(values) * tf.cast(embedding.known(values), tf.float32)[..., None])  # unknown -> zeros
         x = tf.concat(parts, axis=-1)
         for layer in self._hidden:
             x = layer(x)
@@ -187,13 +196,13 @@ def _static_map(mapping: Dict[str, str]) -> tf.lookup.StaticHashTable:
 class TwoTowerModel(tfrs.Model):
     def __init__(self, vocab: Vocabularies, config: UserBranchConfig, label_probability: Dict[str, float]):
         super().__init__()
-        def item_embeddings(prefix: str) -> Dict[str, keras.Model]:
+        def item_embeddings(prefix: str) -> Dict[str, IdEmbedding]:
             return {
-                kind: _lookup_embedding(values, config.embedding_dim, f"{prefix}{kind}_ids")
+                kind: IdEmbedding(values, config.embedding_dim, f"{prefix}{kind}_ids")
                 for kind, values in (("track", vocab.tracks), ("album", vocab.albums), ("artist", vocab.artists))
             }
 
-        items = item_embeddings("")
+        items = self._items = item_embeddings("")
         self.query_tower = QueryTower(vocab, config, items if config.share_item_embeddings else item_embeddings("history_"))
         self.candidate_tower = CandidateTower(vocab, config, items)
         self._config = config
@@ -208,7 +217,11 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features, training=False):
         positive_ids = features["track_id"]
-        negative_ids = features["disliked_track_id"] if self._config.dislikes_as_negatives else None
+        negative_ids = None
+        if self._config.dislikes_as_negatives:
+            # A disliked track outside the vocabulary has no trained embedding: treat it as absent.
+            negatives = features["disliked_track_id"]
+            negative_ids = tf.where(self._items["track"].known(negatives), negatives, PAD)
         return retrieval_loss(
             self.task,
             self.query_tower(features),

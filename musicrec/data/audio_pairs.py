@@ -42,7 +42,7 @@ class SplitConfig:
 
 @dataclasses.dataclass
 class AudioPairs:
-    pairs: pd.DataFrame  # user_id, track_id, label (1 liked, 0 disliked), split
+    pairs: pd.DataFrame  # user_id, track_id, label (1 liked, 0 disliked), timestamp, split
     excluded: Dict[str, int]  # what was left out, and how many
 
     def split(self, name: str) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def build_audio_pairs(
     feedback: FeedbackConfig = FeedbackConfig(),
     split: SplitConfig = SplitConfig(),
 ) -> AudioPairs:
-    labels = feedback_labels(interactions, feedback).labels[["user_id", "track_id", "label"]]
+    labels = feedback_labels(interactions, feedback).labels[["user_id", "track_id", "label", "timestamp"]]
     excluded: Dict[str, int] = {}
     with_audio = labels["track_id"].isin(set(tracks_with_audio))
     excluded["pairs whose track has no usable audio"] = int((~with_audio).sum())

@@ -182,15 +182,24 @@ def _read_parquet_as_strings(path: pathlib.Path) -> Tuple[pd.DataFrame, List[Mal
     for name in frame.columns:
         col = frame[name]
         if pd.api.types.is_datetime64_any_dtype(col):
-            text = col.dt.strftime("%Y-%m-%dT%H:%M:%S")
-        elif pd.api.types.is_float_dtype(col):
-            # Integral floats (an int column with nulls) read back as integers.
-            text = col.map(lambda v: "" if pd.isna(v) else (str(int(v)) if float(v).is_integer() else str(v)))
+            if col.dt.tz is not None:
+                col = col.dt.tz_convert("UTC").dt.tz_localize(None)
+            text = col.dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object).where(col.notna(), "")
         else:
-            text = col.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-        raw[str(name)] = text.fillna("").astype(str).str.strip()
+            # Nullable and categorical types become plain objects; integral
+            # floats (an int column with nulls) read back as integers.
+            text = col.astype(object).map(_parquet_value_text)
+        raw[str(name)] = text.astype(str).str.strip()
     raw["_line"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     return raw.reset_index(drop=True), []
+
+
+def _parquet_value_text(value) -> str:
+    if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _check_columns(path: pathlib.Path, spec: contract.TableSpec, columns) -> None:
@@ -224,9 +233,12 @@ def _parse_values(
         problems = problems.mask((problems == "") & (bad_reason != ""), bad_reason)
         out[name] = values
     if spec.key is not None:
-        first_line = raw.groupby(spec.key)["_line"].transform("min")
-        dup = raw[spec.key].duplicated(keep="first") & (problems == "")
-        dup_reason = f"duplicate {spec.key} '" + raw[spec.key] + "' (first on line " + first_line.astype(str) + ")"
+        # Only rows that are otherwise fine compete for a key: a good row is not
+        # rejected as a duplicate of a malformed one.
+        good = problems == ""
+        first_line = raw[good].groupby(spec.key)["_line"].transform("min").reindex(raw.index)
+        dup = raw[spec.key].where(good).duplicated(keep="first") & good
+        dup_reason = f"duplicate {spec.key} '" + raw[spec.key] + "' (first on line " + first_line.fillna(0).astype(int).astype(str) + ")"
         problems = problems.mask(dup, dup_reason)
     bad = problems != ""
     rejected = [MalformedRow(file_name, int(line), reason) for line, reason in zip(raw.loc[bad, "_line"], problems[bad])]
@@ -243,7 +255,8 @@ def _parse_text(values: pd.Series, column: contract.Column):
 
 def _parse_int(values: pd.Series, column: contract.Column):
     numbers = pd.to_numeric(values.where(values != ""), errors="coerce")
-    integral = numbers.notna() & (numbers == np.floor(numbers.fillna(0)))
+    finite = numbers.notna() & np.isfinite(numbers.fillna(0))
+    integral = finite & (numbers == np.floor(numbers.where(finite, 0)))
     bad = (values != "") & ~integral
     reason = _no_problem(values).mask(bad, f"{column.name} '" + values + "' is not an integer")
     return numbers.where(integral).astype("Int64"), reason

@@ -113,6 +113,22 @@ def build_user_examples(
     )
 
 
+def history_examples(dataset: Dataset, liked: pd.DataFrame, user_ids, history_length: int = ExampleConfig.history_length) -> UserExamples:
+    """One query row per user of `user_ids`: their last `history_length` liked tracks among the
+    given (user_id, track_id, timestamp) rows in time order (possibly none), plus demographics.
+
+    The audio branch embeds users with this from its *training* split only, so
+    a user's UE never contains the liked tracks it is tested on.
+    """
+    users = dataset.users.set_index("user_id")
+    numeric, categorical = _demographic_kinds(dataset.users)
+    meta = dataset.tracks.set_index("track_id")[["album_id", "artist_id"]]
+    ordered = liked.sort_values(["user_id", "timestamp", "track_id"], kind="stable")
+    histories = {user: group["track_id"].to_numpy()[-history_length:] for user, group in ordered.groupby("user_id")}
+    rows = [(user, histories.get(user, ()), PAD, PAD) for user in sorted(set(user_ids))]
+    return _assemble(rows, meta, users, numeric + categorical, history_length)
+
+
 def _demographic_kinds(users: pd.DataFrame) -> Tuple[List[str], List[str]]:
     """Numeric columns (age, by the contract) are normalised; all others are categorical."""
     names = [c for c in users.columns if c != "user_id"]
@@ -140,7 +156,7 @@ def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[
     for name in demographics:
         values = user_rows[name]
         if pd.api.types.is_numeric_dtype(values):
-            columns[name] = values.astype("Float64").fillna(np.nan).to_numpy(dtype=np.float32)
+            columns[name] = values.astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
         else:
             columns[name] = values.fillna("").astype(str).to_numpy(dtype=object)
     return UserExamples(columns)
