@@ -68,7 +68,7 @@ def run_demo(config: DemoConfig = DemoConfig(), feedback: FeedbackConfig = Feedb
 
     user_branch = run_on_dataset(data_dir, work_dir / "user_branch", UserBranchConfig(epochs=config.user_epochs), feedback)
     print("User branch (hit rate / recall at K, time-based hold-out):\n" + user_branch["report"].table(), flush=True)
-    summary["user_branch"] = user_branch["report"].metrics
+    summary["user_branch"] = {"seen_users": user_branch["report"].metrics, "new_users": user_branch["report"].new_user_metrics}
 
     summary["audio_branch"] = _audio_branch(config, dataset, work_dir, feedback)
     (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -54,6 +54,16 @@ def test_examples_follow_time_and_hold_out_the_last_liked_tracks(branch_data):
     assert train["history_album_ids"][rows[3]][0].startswith("al") and train["history_artist_ids"][rows[3]][3] == PAD
 
 
+def test_new_users_are_kept_out_of_training_and_evaluated_apart(branch_data, trained):
+    new_users = set(branch_data.new_users.columns["user_id"])
+    assert len(new_users) == round(0.1 * len(branch_data.latest))
+    assert not new_users & set(branch_data.train.columns["user_id"]) and not new_users & set(branch_data.test.columns["user_id"])
+    track_ids, _ = trained.candidate_embeddings()
+    metrics = model_metrics(trained, branch_data, branch_data.new_users)
+    assert metrics["test_users"] == len(new_users) and metrics["test_targets"] == 3 * len(new_users)
+    assert popularity_metrics(branch_data, track_ids, branch_data.new_users)["test_users"] == len(new_users)
+
+
 def test_masked_mean_ignores_padding():
     embeddings = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [7.0, 7.0], [9.0, 9.0]]])
     known = tf.constant([[True, True, False], [False, False, False]])

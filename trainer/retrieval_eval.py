@@ -10,25 +10,27 @@ held-out targets in the top K, averaged over users.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from musicrec.data.user_examples import UserBranchData
+from musicrec.data.user_examples import UserBranchData, UserExamples
 from trainer.user_branch import TrainedUserBranch, UserBranchConfig, train_user_branch
 
 KS = (10, 50, 200)
 
 
-def ranking_metrics(scores: np.ndarray, track_ids: np.ndarray, data: UserBranchData, ks: Sequence[int] = KS) -> Dict[str, float]:
-    """`scores`: [test users, tracks], users in the order of `test_queries(data)`."""
-    test = pd.DataFrame({"user_id": data.test.columns["user_id"], "track_id": data.test.columns["track_id"].astype(str)})
+def ranking_metrics(scores: np.ndarray, track_ids: np.ndarray, data: UserBranchData, targets: Optional[UserExamples] = None,
+                    ks: Sequence[int] = KS) -> Dict[str, float]:
+    """`scores`: [users, tracks], users in the order of `queries(targets)`; targets default to data.test."""
+    targets = data.test if targets is None else targets
+    test = pd.DataFrame({"user_id": targets.columns["user_id"], "track_id": targets.columns["track_id"].astype(str)})
     users = test["user_id"].drop_duplicates().to_numpy()
     if len(users) == 0:
         raise ValueError("no held-out targets to evaluate (every user has too few liked tracks)")
     position = {t: i for i, t in enumerate(track_ids)}
-    seen = data.seen_in_training()
+    seen = data.known_liked(targets)
     scores = scores.astype(np.float64).copy()
     for row, user in enumerate(users):
         excluded = [position[t] for t in seen.get(user, ()) if t in position]
@@ -51,40 +53,49 @@ def ranking_metrics(scores: np.ndarray, track_ids: np.ndarray, data: UserBranchD
     return metrics
 
 
-def test_queries(data: UserBranchData):
-    """One query per test user (their training history), in first-appearance order of data.test."""
-    first_rows = pd.Series(data.test.columns["user_id"]).drop_duplicates().index.to_numpy()
-    return data.test.take(first_rows)
+def queries(targets: UserExamples) -> UserExamples:
+    """One query per user of `targets` (their history before the hold-out), in first-appearance order."""
+    first_rows = pd.Series(targets.columns["user_id"]).drop_duplicates().index.to_numpy()
+    return targets.take(first_rows)
 
 
-def model_metrics(trained: TrainedUserBranch, data: UserBranchData) -> Dict[str, float]:
+def model_metrics(trained: TrainedUserBranch, data: UserBranchData, targets: Optional[UserExamples] = None) -> Dict[str, float]:
+    targets = data.test if targets is None else targets
     track_ids, candidates = trained.candidate_embeddings()
-    return ranking_metrics(trained.user_embeddings(test_queries(data)) @ candidates.T, track_ids, data)
+    return ranking_metrics(trained.user_embeddings(queries(targets)) @ candidates.T, track_ids, data, targets)
 
 
-def popularity_metrics(data: UserBranchData, track_ids: np.ndarray) -> Dict[str, float]:
+def popularity_metrics(data: UserBranchData, track_ids: np.ndarray, targets: Optional[UserExamples] = None) -> Dict[str, float]:
+    targets = data.test if targets is None else targets
     counts = pd.Series(data.train.columns["track_id"].astype(str)).value_counts()
     popularity = counts.reindex(track_ids).fillna(0).to_numpy(dtype=np.float64)
-    users = pd.unique(data.test.columns["user_id"])
-    return ranking_metrics(np.tile(popularity, (len(users), 1)), track_ids, data)
+    users = pd.unique(targets.columns["user_id"])
+    return ranking_metrics(np.tile(popularity, (len(users), 1)), track_ids, data, targets)
 
 
 @dataclasses.dataclass
 class UserBranchReport:
-    metrics: Dict[str, Dict[str, float]]  # model name -> metrics
+    metrics: Dict[str, Dict[str, float]]  # model name -> metrics (users seen in training)
+    new_user_metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)  # users never seen
 
     def table(self) -> str:
-        keys = [k for k in next(iter(self.metrics.values())) if "@" in k]
-        header = "| model | " + " | ".join(keys) + " |"
-        lines = [header, "|" + "---|" * (len(keys) + 1)]
-        for name, values in self.metrics.items():
-            lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + " |")
-        any_metrics = next(iter(self.metrics.values()))
-        lines.append(
-            f"\n{any_metrics['test_targets']} held-out targets of {any_metrics['test_users']} users; "
-            f"catalogue of {any_metrics['catalogue']} tracks; each user's training history excluded from their ranking."
-        )
-        return "\n".join(lines)
+        text = _table(self.metrics, "users seen in training")
+        if self.new_user_metrics:
+            text += "\n\nNew users (never in training; a user-id model cannot embed them):\n" + _table(self.new_user_metrics, "new users")
+        return text
+
+
+def _table(metrics: Dict[str, Dict[str, float]], who: str) -> str:
+    keys = [k for k in next(iter(metrics.values())) if "@" in k]
+    lines = ["| model | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 1)]
+    for name, values in metrics.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[k]:.3f}" for k in keys) + " |")
+    any_metrics = next(iter(metrics.values()))
+    lines.append(
+        f"\n{any_metrics['test_targets']} held-out targets of {any_metrics['test_users']} {who}; "
+        f"catalogue of {any_metrics['catalogue']} tracks; each user's earlier liked tracks excluded from their ranking."
+    )
+    return "\n".join(lines)
 
 
 def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 0):
@@ -97,6 +108,11 @@ def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBr
             "two-tower (history + demographics)": model_metrics(trained, data),
             "matrix factorisation (user id)": model_metrics(mf, data),
             "popularity": popularity_metrics(data, track_ids),
-        }
+        },
     )
+    if data.new_users is not None and len(data.new_users):
+        report.new_user_metrics = {
+            "two-tower (history + demographics)": model_metrics(trained, data, data.new_users),
+            "popularity": popularity_metrics(data, track_ids, data.new_users),
+        }
     return trained, report

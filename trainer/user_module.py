@@ -38,7 +38,12 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
     export_user_branch(trained, data, model_dir)
     report_dir = pathlib.Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"config": dataclasses.asdict(config), "metrics": report.metrics, "excluded_users": data.excluded_users}
+    payload = {
+        "config": dataclasses.asdict(config),
+        "metrics": report.metrics,
+        "new_user_metrics": report.new_user_metrics,
+        "excluded_users": data.excluded_users,
+    }
     (report_dir / REPORT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
     (report_dir / "user_branch_report.md").write_text(report.table() + "\n")
     return {"report": report, "trained": trained}

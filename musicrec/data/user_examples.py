@@ -14,7 +14,7 @@ trainer reads the same thing from either.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,10 @@ class ExampleConfig:
     holdout_last: int = 3
     # Users need at least this many liked tracks before the hold-out to get a test split.
     min_train_positives: int = 2
+    # Share of users kept out of training altogether: "new users", whom a user-id
+    # model cannot embed but the history + demographics tower can.
+    new_user_share: float = 0.1
+    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -62,12 +66,17 @@ class UserBranchData:
     numeric_demographics: Tuple[str, ...]
     categorical_demographics: Tuple[str, ...]
     excluded_users: Dict[str, int]  # reason -> count (users left out of train or test)
+    # Held-out targets of users never seen in training (history = their earlier liked tracks).
+    new_users: Optional[UserExamples] = None
 
-    def seen_in_training(self) -> Dict[str, set]:
-        """Per user, the liked tracks before their hold-out (excluded from their test ranking)."""
+    def known_liked(self, targets: UserExamples) -> Dict[str, set]:
+        """Per user, the liked tracks before their hold-out, excluded from their test ranking:
+        their training labels and the history of their target rows."""
         seen: Dict[str, set] = {}
         for user, track in zip(self.train.columns["user_id"], self.train.columns["track_id"]):
             seen.setdefault(user, set()).add(track)
+        for user, history in zip(targets.columns["user_id"], targets.columns["history_track_ids"]):
+            seen.setdefault(user, set()).update(history[history != PAD])
         return seen
 
 
@@ -82,9 +91,11 @@ def build_user_examples(
     users = dataset.users.set_index("user_id")
     numeric, categorical = _demographic_kinds(dataset.users)
 
-    train_rows, test_rows, latest_rows = [], [], []
+    train_rows, test_rows, new_user_rows, latest_rows = [], [], [], []
     excluded = {"no liked tracks": int((~users.index.isin(liked["user_id"])).sum()), "too few liked tracks for a test split": 0}
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(config.seed)
+    candidates = np.sort(liked["user_id"].unique())
+    new_users = set(rng.choice(candidates, size=int(round(config.new_user_share * len(candidates))), replace=False))
     for user_id, group in liked.groupby("user_id", sort=True):
         sequence = group["track_id"].to_numpy()
         dislikes = disliked.get(user_id, np.asarray([], dtype=object))
@@ -92,11 +103,14 @@ def build_user_examples(
         if n_train < config.min_train_positives:
             excluded["too few liked tracks for a test split"] += 1
             n_train = len(sequence)  # all of it trains; no test targets
-        for t in range(n_train):
+        is_new = user_id in new_users and n_train < len(sequence)
+        for t in range(0 if is_new else n_train):
             negative = dislikes[rng.integers(len(dislikes))] if len(dislikes) else PAD
             train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative))
         for target in sequence[n_train:]:
-            test_rows.append((user_id, sequence[max(0, n_train - config.history_length) : n_train], target, PAD))
+            (new_user_rows if is_new else test_rows).append(
+                (user_id, sequence[max(0, n_train - config.history_length) : n_train], target, PAD)
+            )
         latest_rows.append((user_id, sequence[-config.history_length :], PAD, PAD))
 
     def assemble(rows) -> UserExamples:
@@ -110,6 +124,7 @@ def build_user_examples(
         numeric_demographics=tuple(numeric),
         categorical_demographics=tuple(categorical),
         excluded_users=excluded,
+        new_users=assemble(new_user_rows),
     )
 
 
