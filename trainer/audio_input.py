@@ -132,23 +132,25 @@ def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: Lo
 
 
 def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int, batch_size: int, seed: int) -> tf.data.Dataset:
-    """(user, liked crop, `negatives` disliked crops of the same user), reshuffled and resampled every epoch."""
+    """(user, liked crop, `negatives` disliked crops of the same user), reshuffled and resampled every epoch.
+
+    Sampling and cropping run once per batch, vectorised, rather than once per
+    example: on a small machine every input cycle is taken from the training step.
+    """
     disliked = examples.disliked_rows
 
-    def sample(user, liked):
-        options = disliked[user]
-        picks = tf.random.uniform([negatives], maxval=tf.shape(options)[0], dtype=tf.int32)
-        return user, liked, tf.gather(options, picks)
-
-    def crop(user, liked, negative_rows):
-        return {"user": user, "liked": cropper.random(liked), "disliked": cropper.random(negative_rows)}
+    def sample_and_crop(users, liked):
+        options = tf.gather(disliked, users)  # ragged [batch, None]
+        counts = tf.cast(options.row_lengths(), tf.float32)
+        picks = tf.cast(tf.floor(tf.random.uniform([tf.shape(users)[0], negatives]) * counts[:, None]), tf.int64)
+        negative_rows = tf.gather(options.values, options.row_starts()[:, None] + picks)
+        return {"user": users, "liked": cropper.random(liked), "disliked": cropper.random(negative_rows)}
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.user_rows, examples.liked_rows))
         .shuffle(len(examples.user_rows), seed=seed, reshuffle_each_iteration=True)
-        .map(sample, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
-        .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(sample_and_crop, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
