@@ -10,8 +10,10 @@ held-out targets in the top K, averaged over users.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Dict, Optional, Sequence
 
+import musicrec
 import numpy as np
 import pandas as pd
 
@@ -100,7 +102,9 @@ def _table(metrics: Dict[str, Dict[str, float]], who: str) -> str:
 
 def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 0):
     """Trains the two-tower model and the MF baseline; returns (trained model, report)."""
+    logging.info("%s user branch: training the two-tower model on %d examples", musicrec.LOG_TAG, len(data.train))
     trained = train_user_branch(data, config, verbose=verbose)
+    logging.info("%s user branch: training the user-id matrix-factorisation baseline", musicrec.LOG_TAG)
     mf = train_user_branch(data, dataclasses.replace(config, query="user_id"), verbose=verbose)
     track_ids, _ = trained.candidate_embeddings()
     report = UserBranchReport(

@@ -126,6 +126,10 @@ class MaskedMean(keras.layers.Layer):
 class QueryTower(keras.Model):
     """History + demographics -> UE (or user id -> embedding for the MF baseline)."""
 
+    def get_config(self):
+        # Built from vocabularies (data), not from a config: exports are SavedModel graphs.
+        return {"name": self.name}
+
     def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
         super().__init__(name="query_tower")
         self._config = config
@@ -170,6 +174,10 @@ class QueryTower(keras.Model):
 
 class CandidateTower(keras.Model):
     """Track id -> 40-d candidate embedding from the track, its album and its artist."""
+
+    def get_config(self):
+        # Built from vocabularies (data), not from a config: exports are SavedModel graphs.
+        return {"name": self.name}
 
     def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
         super().__init__(name="candidate_tower")
