@@ -116,6 +116,9 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
         dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed)
     if count == 0:
         raise ValueError("no training examples: no user has both liked and disliked training tracks with audio")
+    if examples.skipped_users and config.loss != "binary":
+        logging.warning("%s audio branch: %d users have liked but no disliked training tracks; their liked tracks "
+                        "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
     per_epoch = -(-count // config.batch_size)  # the last batch may be partial
     steps = config.steps_per_epoch or per_epoch
     model = SiameseAudioModel(config, users.vectors)
