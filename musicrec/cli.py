@@ -57,7 +57,7 @@ def cmd_extract_features(args):
     from musicrec.data.loading import load_dataset
 
     dataset = load_dataset(args.dataset)
-    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    tracks = dataset.audio_files()
     report = extract_features(tracks, args.out, min_seconds=args.context_seconds, beam_args=args.beam_arg)
     print(report.format())
     return 0 if report.extracted else 2

@@ -57,7 +57,7 @@ def run_demo(config: DemoConfig = DemoConfig(), feedback: FeedbackConfig = Feedb
     if not report.usable:
         raise SystemExit("the dataset cannot be used: " + "; ".join(report.fatal))
 
-    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    tracks = dataset.audio_files()
     features = extract_features(
         tracks, work_dir / "features", min_seconds=config.context_seconds, beam_args=list(config.beam_args)
     )

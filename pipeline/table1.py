@@ -58,7 +58,7 @@ def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=
     dataset = load_dataset(dataset_dir)
     features_dir = pathlib.Path(features_dir) if features_dir else out / "features"
     if not list(features_dir.glob("log_mel-*")):
-        tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+        tracks = dataset.audio_files()
         logging.info("%s\n", extract_features(tracks, features_dir).format())
     user_branch_dir = pathlib.Path(user_branch_dir) if user_branch_dir else out / "user_branch"
     if not (user_branch_dir / "model" / USER_TOWER_DIR / "saved_model.pb").exists():

@@ -60,7 +60,7 @@ def tiny_features_dir(tiny_dataset, tmp_path_factory) -> pathlib.Path:
 
     dataset = load_dataset(tiny_dataset)
     out = tmp_path_factory.mktemp("tiny_features")
-    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    tracks = dataset.audio_files()
     extract_features(tracks, out)
     return out
 

@@ -23,7 +23,7 @@ def test_record_round_trip():
 
 def test_extraction_writes_features_and_quarantines_each_bad_file(tiny_dataset, tmp_path):
     dataset = load_dataset(tiny_dataset)
-    tracks = [(t, str(dataset.audio_file(p))) for t, p in zip(dataset.tracks["track_id"], dataset.tracks["audio_path"])]
+    tracks = dataset.audio_files()
     report = extract_features(tracks, tmp_path / "features")
 
     assert report.counts == {"ok": 96, "missing": 1, "unreadable": 1, "empty": 1, "silent": 1, "too_short": 1}

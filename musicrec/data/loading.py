@@ -64,6 +64,10 @@ class Dataset:
     def audio_file(self, audio_path: str) -> pathlib.Path:
         return self.root / audio_path
 
+    def audio_files(self) -> List[Tuple[str, str]]:
+        """(track_id, absolute audio path) of every track: the audio feature transform's input."""
+        return [(t, str(self.audio_file(p))) for t, p in zip(self.tracks["track_id"], self.tracks["audio_path"])]
+
     @property
     def demographic_columns(self) -> List[str]:
         return [c for c in self.users.columns if c != "user_id"]
