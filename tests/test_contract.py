@@ -24,7 +24,7 @@ def test_malformed_rows_are_reported_with_file_and_line(tmp_path):
         "u1,t2,1704103200,play,extra\n"  # line 3: too many fields
         "\n"  # line 4: blank, ignored
         "u1,t3,yesterday,play\n"  # line 5: bad timestamp
-        "u1,t4,1704103200,listen\n"  # line 6: unknown event
+        "u1,t4,1704103200,listen\n"  # line 6: unknown event type: kept, counted by validation
         ",t5,1704103200,play\n"  # line 7: blank user id
         "u1,t6,1704103200,skip\n"  # line 8: fine (unix seconds)
     )
@@ -34,19 +34,19 @@ def test_malformed_rows_are_reported_with_file_and_line(tmp_path):
 
     found = {(m.file, m.line): m.reason for m in dataset.malformed}
     assert set(found) == {
-        ("interactions.csv", 3), ("interactions.csv", 5), ("interactions.csv", 6), ("interactions.csv", 7),
+        ("interactions.csv", 3), ("interactions.csv", 5), ("interactions.csv", 7),
         ("tracks.csv", 8), ("users.csv", 4),
     }
     assert "expected 4 fields, found 5" in found[("interactions.csv", 3)]
     assert "yesterday" in found[("interactions.csv", 5)]
-    assert "unknown event 'listen'" in found[("interactions.csv", 6)]
     assert "user_id is blank" in found[("interactions.csv", 7)]
     assert "duplicate track_id 't2' (first on line 3)" in found[("tracks.csv", 8)]
     assert "age 'old' is not an integer" in found[("users.csv", 4)]
 
-    assert list(dataset.interactions["track_id"]) == ["t1", "t6"]
+    assert list(dataset.interactions["track_id"]) == ["t1", "t4", "t6"]
     # ISO-8601 and unix seconds give the same clock.
-    assert dataset.interactions["timestamp"].tolist() == [1704103200, 1704103200]
+    assert dataset.interactions["timestamp"].tolist() == [1704103200] * 3
+    assert validate_dataset(dataset, check_audio=False).events_by_type["unknown:listen"] == 1
     # Extra demographic columns are kept; a blank age is missing, not malformed.
     assert dataset.demographic_columns == ["age", "gender", "country", "plan"]
     assert dataset.users.set_index("user_id").loc["u2", "age"] is pd.NA

@@ -25,7 +25,7 @@ INT = "int"  # integer, may be blank when the column is optional
 STRING = "string"  # free text, may be blank
 TIMESTAMP = "timestamp"  # ISO-8601 or unix seconds
 DATE = "date"  # ISO-8601 date or datetime, may be blank
-EVENT = "event"  # one of EVENT_TYPES
+EVENT = "event"  # non-empty; EVENT_TYPES are interpreted, others kept and counted as unknown
 PATH = "path"  # non-empty path relative to the dataset folder
 
 

@@ -148,7 +148,7 @@ def validate_dataset(
             "albums": int(dataset.tracks["album_id"].nunique()),
             "interactions": len(dataset.interactions),
         },
-        events_by_type={e: int((dataset.interactions["event"] == e).sum()) for e in contract.EVENT_TYPES},
+        events_by_type=_events_by_type(dataset.interactions["event"]),
         feedback_per_user={k: _stats(counts[k]) for k in ("liked", "disliked")},
         conflicting_feedback_pairs=labels.conflicts,
         eligible_users=len(eligible),
@@ -187,6 +187,13 @@ def check_all_audio(dataset: Dataset, min_seconds: float, max_seconds: Optional[
         except decode.AudioError as e:
             checks.append(AudioCheck(track_id, audio_path, e.status, e.detail))
     return checks
+
+
+def _events_by_type(events: pd.Series) -> Dict[str, int]:
+    """Counts of every known event type, then of each unknown one (named `unknown:<type>`)."""
+    counts = events.value_counts()
+    known = {e: int(counts.get(e, 0)) for e in contract.EVENT_TYPES}
+    return {**known, **{f"unknown:{e}": int(n) for e, n in counts.items() if e not in contract.EVENT_TYPES}}
 
 
 def _fatal_problems(report: ValidationReport, feedback: contract.FeedbackConfig) -> List[str]:
