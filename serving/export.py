@@ -1,0 +1,143 @@
+"""Writes the TF Serving models, their warm-up requests, `models.config` and the batching parameters.
+
+Layout under `base_path` (TF Serving's: one folder per model, one numbered
+folder per version):
+
+  audio_embedder/<version>/           embed_waveform (default), embed_wav: audio -> track-level AE
+  user_embedder/<version>/            embed_user (default): history ids + demographics -> UE
+  cold_start_recommender/<version>/   recommend_users (default), recommend_users_wav,
+                                      recommend_users_for_embedding: audio -> top-k user ids, cosines
+  models.config                       model_config_list for all three (paths as the container sees them)
+  batching_parameters.txt             for `tensorflow_model_server --enable_batching`
+
+Every version folder carries `assets.extra/tf_serving_warmup_requests`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+from typing import Dict
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import graphs, warmup
+from trainer.audio_module import EMBED_LOG_MEL_SIGNATURE, UserVectors
+
+MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)
+MODELS_CONFIG = "models.config"
+BATCHING_PARAMETERS = "batching_parameters.txt"
+CONTAINER_BASE_PATH = "/models"
+# TF Serving's BatchingParameters (text proto; its message is not in the tensorflow-serving-api
+# wheel, so it is written out here). Padding lets requests of different audio lengths share a
+# batch; the graphs ignore what lies past each row's `num_samples`.
+BATCHING_TEXT = """max_batch_size { value: 32 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 64 }
+num_batch_threads { value: 4 }
+pad_variable_length_inputs: true
+"""
+
+
+class AudioEmbedder(tf.Module):
+    def __init__(self, encoder, context_frames: int):
+        super().__init__()
+        self.encoder = encoder  # tracked, so the encoder's variables are saved with this module
+        self.track = graphs.TrackEmbedding(encoder.signatures[EMBED_LOG_MEL_SIGNATURE], context_frames)
+
+    def signatures(self):
+        embed_waveform = tf.function(lambda inputs: {"audio_embedding": self.track.from_waveform(**inputs)},
+                                     input_signature=[graphs.waveform_spec()])
+        embed_wav = tf.function(lambda inputs: {"audio_embedding": self.track.from_wav(inputs["wav_bytes"])},
+                                input_signature=[graphs.wav_spec()])
+        return {graphs.EMBED_WAVEFORM: embed_waveform, graphs.EMBED_WAV: embed_wav, graphs.SERVING_DEFAULT: embed_waveform}
+
+
+class ColdStartRecommender(AudioEmbedder):
+    def __init__(self, encoder, context_frames: int, users: UserVectors, max_k: int):
+        super().__init__(encoder, context_frames)
+        self.index = graphs.UserIndex(users.user_ids, users.vectors, max_k)
+
+    def signatures(self):
+        waveform = {**graphs.waveform_spec(), **graphs.k_spec()}
+        wav = {**graphs.wav_spec(), **graphs.k_spec()}
+        dim = self.index.user_vectors.shape[1]
+        embedding = {"audio_embedding": tf.TensorSpec([None, dim], tf.float32, name="audio_embedding"), **graphs.k_spec()}
+        from_waveform = tf.function(
+            lambda i: self.index.top_k(self.track.from_waveform(i["waveform"], i["num_samples"], i["sample_rate"]), i["k"]),
+            input_signature=[waveform])
+        from_wav = tf.function(lambda i: self.index.top_k(self.track.from_wav(i["wav_bytes"]), i["k"]), input_signature=[wav])
+        from_embedding = tf.function(lambda i: self.index.top_k(i["audio_embedding"], i["k"]), input_signature=[embedding])
+        return {graphs.RECOMMEND_WAVEFORM: from_waveform, graphs.RECOMMEND_WAV: from_wav,
+                graphs.RECOMMEND_EMBEDDING: from_embedding, graphs.SERVING_DEFAULT: from_waveform}
+
+
+def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_path, base_path, version: int,
+                          context_frames: int, max_k: int = 1000,
+                          container_base_path: str = CONTAINER_BASE_PATH) -> Dict[str, pathlib.Path]:
+    """Writes audio_embedder, user_embedder and cold_start_recommender as version `version` under
+    `base_path`, plus `models.config` (base paths under `container_base_path`, where the serving
+    container mounts `base_path`) and `batching_parameters.txt`. Returns {model name: version dir}."""
+    if int(version) < 1:
+        raise ValueError(f"TF Serving versions are positive integers; got {version}")
+    base = pathlib.Path(base_path)
+    encoder = tf.saved_model.load(str(audio_encoder_dir))
+    if EMBED_LOG_MEL_SIGNATURE not in encoder.signatures:
+        raise ValueError(f"{audio_encoder_dir} has no '{EMBED_LOG_MEL_SIGNATURE}' signature (an audio_encoder export)")
+    users = UserVectors.from_parquet(user_embeddings_path)
+    audio_dim = encoder.signatures[EMBED_LOG_MEL_SIGNATURE].structured_outputs["audio_embedding"].shape[-1]
+    if users.vectors.shape[1] != audio_dim:
+        raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
+
+    dirs = {name: base / name / str(int(version)) for name in MODEL_NAMES}
+    for path in dirs.values():
+        if path.exists():
+            raise FileExistsError(f"{path} exists: TF Serving versions are immutable; export a new version")
+    _save(AudioEmbedder(encoder, context_frames), dirs[graphs.AUDIO_EMBEDDER])
+    recommender = ColdStartRecommender(encoder, context_frames, users, max_k)
+    _save(recommender, dirs[graphs.RECOMMENDER])
+    # The user tower already holds its vocabulary lookups and normalisation; it is
+    # copied as exported (byte for byte) and only gains warm-up requests.
+    shutil.copytree(str(user_tower_dir), str(dirs[graphs.USER_EMBEDDER]))
+
+    tower = tf.saved_model.load(str(user_tower_dir)).signatures[graphs.EMBED_USER]
+    audio = warmup.warmup_waveform(context_frames)
+    warmup.write(dirs[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
+    warmup.write(dirs[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
+    warmup.write(dirs[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
+    write_models_config(base / MODELS_CONFIG, container_base_path)
+    (base / BATCHING_PARAMETERS).write_text(BATCHING_TEXT)
+    return dirs
+
+
+def _save(module, path: pathlib.Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tf.saved_model.save(module, str(path), signatures=module.signatures())
+
+
+def write_models_config(path: pathlib.Path, container_base_path: str = CONTAINER_BASE_PATH) -> None:
+    """TF Serving's `--model_config_file`: every model, its latest version served."""
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in MODEL_NAMES:
+        config.model_config_list.config.add(
+            name=name, base_path=f"{container_base_path.rstrip('/')}/{name}", model_platform="tensorflow")
+    path.write_text(text_format.MessageToString(config))
+
+
+def latest_version(model_dir: pathlib.Path) -> pathlib.Path:
+    """The highest numbered version folder of a model (TF Serving's default version policy)."""
+    versions = [p for p in pathlib.Path(model_dir).iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()] \
+        if pathlib.Path(model_dir).is_dir() else []
+    if not versions:
+        raise FileNotFoundError(f"no SavedModel versions under {model_dir} (expected {model_dir}/<number>/saved_model.pb)")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def next_version(base_path) -> int:
+    """One more than the highest version of any exported model under `base_path` (1 when none)."""
+    found = [int(p.name) for name in MODEL_NAMES for p in (pathlib.Path(base_path) / name).glob("*") if p.name.isdigit()]
+    return max(found, default=0) + 1
+

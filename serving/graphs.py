@@ -1,0 +1,176 @@
+"""The serving graphs, in core TensorFlow ops only (the stock `tensorflow/serving` binary runs them).
+
+Audio goes through the training front end (`musicrec.audio.logmel`, tf.signal)
+and the trained encoder, so serving features cannot drift from training ones.
+A track-level AE is the mean of the encoder's AEs of the back-to-back
+context-length segments of the first 30 s, as `trainer.audio_module.track_embeddings`.
+
+Bad requests fail inside the graph with `tf.debugging` assertions, so the real
+TF Serving answers them with the same clear INVALID_ARGUMENT messages as the
+development server.
+"""
+
+from __future__ import annotations
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
+
+# Model and signature names: the public interface of the exported models.
+AUDIO_EMBEDDER = "audio_embedder"
+USER_EMBEDDER = "user_embedder"
+RECOMMENDER = "cold_start_recommender"
+EMBED_WAVEFORM = "embed_waveform"
+EMBED_WAV = "embed_wav"
+RECOMMEND_WAVEFORM = "recommend_users"
+RECOMMEND_WAV = "recommend_users_wav"
+RECOMMEND_EMBEDDING = "recommend_users_for_embedding"
+EMBED_USER = "embed_user"  # the user tower's own signature, kept as exported by the user branch
+SERVING_DEFAULT = "serving_default"
+
+# Candidate blocks of the exact top-k (see `exact_top_k`).
+TOP_K_BLOCK = 128
+
+
+def waveform_spec():
+    """Inputs of the waveform signatures. `num_samples` gives each row's real length, so rows
+    padded to a common length (TF Serving's batching pads variable-length inputs) embed exactly
+    as they would alone."""
+    return {
+        "waveform": tf.TensorSpec([None, None], tf.float32, name="waveform"),
+        "num_samples": tf.TensorSpec([None], tf.int32, name="num_samples"),
+        "sample_rate": tf.TensorSpec([None], tf.int32, name="sample_rate"),
+    }
+
+
+def wav_spec():
+    return {"wav_bytes": tf.TensorSpec([None], tf.string, name="wav_bytes")}
+
+
+def k_spec():
+    return {"k": tf.TensorSpec([None], tf.int32, name="k")}
+
+
+def _fail_unless(condition, *message) -> tf.Operation:
+    return tf.debugging.Assert(tf.reduce_all(condition), list(message), summarize=8)
+
+
+class TrackEmbedding:
+    """Waveforms -> track-level AE with the exported audio encoder (`embed_log_mel` signature)."""
+
+    def __init__(self, embed_log_mel, context_frames: int, config=DEFAULT):
+        self._embed_log_mel = embed_log_mel
+        self.context_frames = context_frames
+        self.config = config
+        # Shortest audio that gives one full segment (centred frames: 1 + samples // hop).
+        self.min_samples = (context_frames - 1) * config.hop_length
+
+    def segment_counts(self, num_samples: tf.Tensor) -> tf.Tensor:
+        """Back-to-back segments in each row's first 30 s; the graph form of
+        `trainer.audio_input.segment_offsets` (a test checks they agree)."""
+        frames = tf.minimum(1 + num_samples // self.config.hop_length, self.config.max_frames)
+        return tf.maximum((frames - 1) // (self.context_frames - 1), 1)
+
+    def from_waveform(self, waveform, num_samples, sample_rate) -> tf.Tensor:
+        """[batch, samples] float32 at 22050 Hz (rows padded past num_samples) -> [batch, d]."""
+        samples = tf.shape(waveform)[1]
+        checks = [
+            _fail_unless(tf.equal(sample_rate, self.config.sample_rate), "sample_rate must be", self.config.sample_rate,
+                         "Hz (resample before sending; the musicrec client does); got", sample_rate),
+            _fail_unless(tf.equal(tf.shape(num_samples)[0], tf.shape(waveform)[0]) &
+                         tf.equal(tf.shape(sample_rate)[0], tf.shape(waveform)[0]),
+                         "waveform, num_samples and sample_rate must have the same batch size"),
+            _fail_unless(num_samples > 0, "empty audio: num_samples must be positive; got", num_samples),
+            _fail_unless(num_samples <= samples, "num_samples exceeds the waveform's length", samples, "; got", num_samples),
+            _fail_unless(num_samples >= self.min_samples, "audio too short: at least", self.min_samples,
+                         "samples (", self.context_frames, "log-mel frames, one context segment) are needed; got", num_samples),
+        ]
+        with tf.control_dependencies(checks):
+            num_samples = tf.minimum(num_samples, self.config.max_samples)
+            waveform = waveform[:, : self.config.max_samples]
+            # Zero what lies past each row's end: exactly the zeros of centred framing,
+            # whatever the padding held.
+            waveform *= tf.sequence_mask(num_samples, tf.shape(waveform)[1], tf.float32)
+        return self._mean_segment_embedding(log_mel_spectrogram(waveform, self.config), self.segment_counts(num_samples))
+
+    def _mean_segment_embedding(self, log_mel, counts) -> tf.Tensor:
+        most = tf.reduce_max(counts)
+        frames = tf.range(most)[:, None] * (self.context_frames - 1) + tf.range(self.context_frames)  # [most, ctx]
+        segments = tf.gather(log_mel, frames, axis=1)  # [batch, most, ctx, mels]
+        flat = tf.reshape(segments, [-1, self.context_frames, self.config.n_mels])
+        embeddings = self._embed_log_mel(log_mel=flat)["audio_embedding"]
+        embeddings = tf.reshape(embeddings, [tf.shape(log_mel)[0], most, -1])
+        weights = tf.sequence_mask(counts, most, tf.float32)[..., None]
+        return tf.reduce_sum(embeddings * weights, axis=1) / tf.reduce_sum(weights, axis=1)
+
+    def from_wav(self, wav_bytes) -> tf.Tensor:
+        """[batch] WAV file contents (any channels, 22050 Hz) -> [batch, d]; core TF decodes only WAV."""
+
+        def one(contents):
+            audio, rate = tf.audio.decode_wav(contents)
+            mono = tf.reduce_mean(audio, axis=1)[None, : self.config.max_samples]
+            return self.from_waveform(mono, tf.shape(mono)[1:2], rate[None])[0]
+
+        dim = self._embed_log_mel.structured_outputs["audio_embedding"].shape[-1]
+        return tf.map_fn(one, wav_bytes, fn_output_signature=tf.TensorSpec([dim], tf.float32))
+
+
+def exact_top_k(scores: tf.Tensor, k: tf.Tensor, block: int = TOP_K_BLOCK):
+    """Same result as `tf.math.top_k(scores, k)` (ties to the lower index), about twice as fast
+    for millions of scores: `top_k` over the whole row is slower than the matmul that made it.
+
+    The k best scores lie in the k blocks with the best maxima, so only those
+    k * block candidates are ranked; blocks are kept in index order so ties
+    break as top_k's. scores: [batch, n]; k: scalar <= n.
+    """
+    batch, n = tf.shape(scores)[0], tf.shape(scores)[1]
+    blocks = (n + block - 1) // block
+    padded = tf.pad(scores, [[0, 0], [0, blocks * block - n]], constant_values=float("-inf"))
+    grouped = tf.reshape(padded, [batch, blocks, block])
+    _, best_blocks = tf.math.top_k(tf.reduce_max(grouped, axis=2), k=tf.minimum(k, blocks))
+    best_blocks = tf.sort(best_blocks, axis=1)
+    candidates = tf.reshape(tf.gather(grouped, best_blocks, batch_dims=1), [batch, -1])
+    values, positions = tf.math.top_k(candidates, k=k)
+    return values, tf.gather(best_blocks, positions // block, batch_dims=1) * block + positions % block
+
+
+def normalised(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+class UserIndex(tf.Module):
+    """Every UE, L2-normalised, as variables (a 2M-user table would not fit a GraphDef constant);
+    ranks users by cosine with a track's AE.
+
+    Hand-written rather than TFRS BruteForce: BruteForce fixes k when the graph
+    is traced, and here k is a request input (up to `max_k`).
+    """
+
+    def __init__(self, user_ids, user_vectors: np.ndarray, max_k: int):
+        super().__init__()
+        if len(user_ids) != len(user_vectors) or not len(user_ids):
+            raise ValueError(f"need one UE per user id and at least one user; got {len(user_ids)} ids, {len(user_vectors)} UEs")
+        self.user_ids = tf.Variable(np.asarray(user_ids).astype(str).astype(object), trainable=False, name="user_ids")
+        self.user_vectors = tf.Variable(normalised(user_vectors), trainable=False, name="user_vectors")
+        self.max_k = min(int(max_k), len(user_ids))
+
+    def top_k(self, audio_embedding, k):
+        """[batch, d] AEs, [batch] k -> user_ids, scores [batch, max(k)] (cosines, best first); rows
+        asking fewer than the batch's largest k are padded with '' ids and zero scores."""
+        checks = [
+            _fail_unless((k >= 1) & (k <= self.max_k), "k must be between 1 and", self.max_k,
+                         "(the recommender's maximum, at most the number of users); got", k),
+            _fail_unless(tf.equal(tf.shape(k)[0], tf.shape(audio_embedding)[0]), "k needs one value per audio input"),
+        ]
+        with tf.control_dependencies(checks):
+            widest = tf.reduce_max(k)
+        scores = tf.matmul(tf.math.l2_normalize(audio_embedding, axis=1), self.user_vectors, transpose_b=True)
+        values, indices = exact_top_k(scores, widest)
+        keep = tf.sequence_mask(k, widest)
+        return {
+            "user_ids": tf.where(keep, tf.gather(self.user_ids, indices), ""),
+            "scores": tf.where(keep, values, 0.0),
+        }
