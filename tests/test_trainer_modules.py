@@ -8,15 +8,15 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from musicrec.data.audio_pairs import build_audio_pairs, write_pair_examples
 from musicrec.data.loading import load_dataset
-from musicrec.data.user_examples import build_user_examples, write_tf_examples
+from musicrec.data.user_examples import build_user_examples, write_user_examples
 from trainer import audio_module, user_module
 from trainer.user_export import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE, write_embeddings
 
 
 def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):
     data = build_user_examples(load_dataset(tiny_dataset))
-    write_tf_examples(data.train, tmp_path / "train.gz")
-    write_tf_examples(data.test, tmp_path / "eval.gz")
+    write_user_examples(data.train, tmp_path / "train.gz")
+    write_user_examples(data.test, tmp_path / "eval.gz")
     args = FnArgs(
         train_files=[str(tmp_path / "train.gz")], eval_files=[str(tmp_path / "eval.gz")],
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),

@@ -15,8 +15,8 @@ from musicrec.data.user_examples import (
     ExampleConfig,
     branch_data_from_examples,
     build_user_examples,
-    read_tf_examples,
-    write_tf_examples,
+    read_user_examples,
+    write_user_examples,
 )
 from trainer.retrieval_eval import popularity_metrics, model_metrics
 from trainer.user_branch import MaskedMean, UserBranchConfig, retrieval_loss, train_user_branch
@@ -144,10 +144,14 @@ print(json.dumps({{"ue": ue.numpy().tolist(), "ids": top["track_ids"].numpy().as
 
 
 def test_tf_examples_round_trip_to_the_same_training_data(branch_data, tmp_path):
-    write_tf_examples(branch_data.train, tmp_path / "train.gz")
-    write_tf_examples(branch_data.test, tmp_path / "test.gz")
-    rebuilt = branch_data_from_examples(read_tf_examples([str(tmp_path / "train.gz")]), read_tf_examples([str(tmp_path / "test.gz")]))
-    for name, column in branch_data.train.columns.items():
+    # Shuffled on disk: each user's latest history must come from `position`, not file order.
+    shuffled = np.random.default_rng(0).permutation(len(branch_data.train))
+    write_user_examples(branch_data.train.take(shuffled), tmp_path / "train.gz")
+    write_user_examples(branch_data.test, tmp_path / "eval-0.gz")
+    write_user_examples(branch_data.new_users, tmp_path / "eval-1.gz")
+    rebuilt = branch_data_from_examples(read_user_examples([str(tmp_path / "train.gz")]), read_user_examples([str(tmp_path / "eval-*.gz")]))
+    assert len(rebuilt.test) == len(branch_data.test) and len(rebuilt.new_users) == len(branch_data.new_users) > 0
+    for name, column in branch_data.train.take(shuffled).columns.items():
         if column.dtype == np.float32:
             np.testing.assert_array_equal(rebuilt.train.columns[name], column)
         else:

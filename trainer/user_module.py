@@ -23,7 +23,7 @@ from musicrec.data.user_examples import (
     UserBranchData,
     branch_data_from_examples,
     build_user_examples,
-    read_tf_examples,
+    read_user_examples,
 )
 from trainer.retrieval_eval import evaluate_user_branch
 from trainer.user_branch import UserBranchConfig
@@ -52,7 +52,7 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point."""
     config = UserBranchConfig(**(fn_args.custom_config or {}).get("user_branch", {}))
-    data = branch_data_from_examples(read_tf_examples(fn_args.train_files), read_tf_examples(fn_args.eval_files))
+    data = branch_data_from_examples(read_user_examples(fn_args.train_files), read_user_examples(fn_args.eval_files))
     train_evaluate_export(data, config, fn_args.serving_model_dir, fn_args.model_run_dir)
 
 

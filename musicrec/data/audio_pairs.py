@@ -20,6 +20,7 @@ from typing import Dict, Iterable, Tuple
 import numpy as np
 import pandas as pd
 
+from musicrec.data import tf_examples
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.feedback import feedback_labels
 
@@ -116,34 +117,11 @@ def _by_key(key: str):
 _SPLITTERS = {"per_user": _per_user, "users": _by_key("user_id"), "cold_tracks": _by_key("track_id")}
 
 
-def write_pair_examples(pairs: pd.DataFrame, path) -> None:
-    """(user_id, track_id, label) rows as a GZIP TFRecord of tf.Examples (the TFX convention)."""
-    import tensorflow as tf
-
-    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-        for user, track, label in pairs[["user_id", "track_id", "label"]].itertuples(index=False):
-            feature = {
-                "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(user).encode()])),
-                "track_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(track).encode()])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-            }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+def write_pair_examples(pairs: pd.DataFrame, path) -> int:
+    """Pair rows (user_id, track_id, label and any further columns) as a GZIP TFRecord of tf.Examples."""
+    return tf_examples.write_tf_examples(tf_examples.columns_from_frame(pairs.drop(columns=["split"], errors="ignore")), path)
 
 
 def read_pair_examples(file_patterns) -> pd.DataFrame:
     """Reads pair examples written by `write_pair_examples` (or the ingestion component)."""
-    import tensorflow as tf
-
-    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    if not files:
-        raise FileNotFoundError(f"no pair example files match {list(file_patterns)}")
-    spec = {
-        "user_id": tf.io.FixedLenFeature([], tf.string),
-        "track_id": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    }
-    rows = [
-        (r["user_id"].decode(), r["track_id"].decode(), int(r["label"]))
-        for r in tf.data.TFRecordDataset(files, compression_type="GZIP").map(lambda x: tf.io.parse_single_example(x, spec)).as_numpy_iterator()
-    ]
-    return pd.DataFrame(rows, columns=["user_id", "track_id", "label"])
+    return pd.DataFrame(tf_examples.read_tf_examples(file_patterns))

@@ -20,12 +20,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from musicrec.data import tf_examples
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.loading import Dataset
 
 HISTORY_FEATURES = ("history_track_ids", "history_album_ids", "history_artist_ids")
 LABEL_FEATURES = ("track_id", "album_id", "artist_id")
+# position: index of the label in the user's liked sequence (time order);
+# new_user: 1 for users kept out of training altogether.
+BOOKKEEPING_FEATURES = ("position", "new_user")
 PAD = ""
 
 
@@ -106,12 +110,12 @@ def build_user_examples(
         is_new = user_id in new_users and n_train < len(sequence)
         for t in range(0 if is_new else n_train):
             negative = dislikes[rng.integers(len(dislikes))] if len(dislikes) else PAD
-            train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative))
-        for target in sequence[n_train:]:
+            train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative, t, False))
+        for t in range(n_train, len(sequence)):
             (new_user_rows if is_new else test_rows).append(
-                (user_id, sequence[max(0, n_train - config.history_length) : n_train], target, PAD)
+                (user_id, sequence[max(0, n_train - config.history_length) : n_train], sequence[t], PAD, t, is_new)
             )
-        latest_rows.append((user_id, sequence[-config.history_length :], PAD, PAD))
+        latest_rows.append((user_id, sequence[-config.history_length :], PAD, PAD, len(sequence), is_new))
 
     def assemble(rows) -> UserExamples:
         return _assemble(rows, meta, users, numeric + categorical, config.history_length)
@@ -140,7 +144,7 @@ def history_examples(dataset: Dataset, liked: pd.DataFrame, user_ids, history_le
     meta = dataset.tracks.set_index("track_id")[["album_id", "artist_id"]]
     ordered = liked.sort_values(["user_id", "timestamp", "track_id"], kind="stable")
     histories = {user: group["track_id"].to_numpy()[-history_length:] for user, group in ordered.groupby("user_id")}
-    rows = [(user, histories.get(user, ()), PAD, PAD) for user in sorted(set(user_ids))]
+    rows = [(user, histories.get(user, ()), PAD, PAD, len(histories.get(user, ())), False) for user in sorted(set(user_ids))]
     return _assemble(rows, meta, users, numeric + categorical, history_length)
 
 
@@ -167,6 +171,8 @@ def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[
     columns["album_id"] = _lookup(meta["album_id"], labels)
     columns["artist_id"] = _lookup(meta["artist_id"], labels)
     columns["disliked_track_id"] = np.asarray([r[3] for r in rows], dtype=object)
+    columns["position"] = np.asarray([r[4] for r in rows], dtype=np.int64)
+    columns["new_user"] = np.asarray([r[5] for r in rows], dtype=np.int64)
     user_rows = users.reindex(columns["user_id"])
     for name in demographics:
         values = user_rows[name]
@@ -184,56 +190,31 @@ def _lookup(mapping: pd.Series, ids: np.ndarray) -> np.ndarray:
     return values.reshape(ids.shape)
 
 
-def write_tf_examples(examples: UserExamples, path) -> None:
+def write_user_examples(examples: UserExamples, path) -> int:
     """Writes the examples as a GZIP TFRecord of tf.Examples (the TFX convention)."""
-    with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
-        for i in range(len(examples)):
-            feature = {}
-            for name, column in examples.columns.items():
-                value = column[i]
-                if column.dtype == np.float32:
-                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-                else:
-                    values = value if isinstance(value, np.ndarray) else [value]
-                    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return tf_examples.write_tf_examples(examples.columns, path)
 
 
-def read_tf_examples(file_patterns) -> UserExamples:
-    """Reads GZIP TFRecords written by `write_tf_examples` (or the ingestion component) back into columns."""
-    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-    if not files:
-        raise FileNotFoundError(f"no example files match {list(file_patterns)}")
-    rows: Dict[str, list] = {}
-    kinds: Dict[str, str] = {}
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
-        for name, feature in tf.train.Example.FromString(record).features.feature.items():
-            kind = feature.WhichOneof("kind")
-            kinds[name] = kind
-            values = feature.float_list.value if kind == "float_list" else [v.decode() for v in feature.bytes_list.value]
-            rows.setdefault(name, []).append(values)
-    columns = {}
-    for name, values in rows.items():
-        if kinds[name] == "float_list":
-            columns[name] = np.asarray([v[0] for v in values], dtype=np.float32)
-        elif name in HISTORY_FEATURES:
-            columns[name] = np.asarray(values, dtype=object)
-        else:
-            columns[name] = np.asarray([v[0] for v in values], dtype=object)
-    return UserExamples(columns)
+def read_user_examples(file_patterns) -> UserExamples:
+    """Reads examples written by `write_user_examples` (or the ingestion component)."""
+    return UserExamples(tf_examples.read_tf_examples(file_patterns, list_features=HISTORY_FEATURES))
 
 
-def branch_data_from_examples(train: UserExamples, test: UserExamples) -> UserBranchData:
-    """Rebuilds UserBranchData from stored train/test examples (the TFX Trainer path).
+def branch_data_from_examples(train: UserExamples, evaluation: UserExamples) -> UserBranchData:
+    """Rebuilds UserBranchData from stored examples (the TFX Trainer path): the train split,
+    and the eval split holding the held-out targets of seen users and of new users.
 
-    Each user's UE input ("latest") is their last training example's history
-    with its label appended: every liked track before the hold-out.
+    Each user's UE input ("latest") is their last training example (by
+    `position`, not file order) with its label appended to the history: every
+    liked track before the hold-out.
     """
-    fixed = set(HISTORY_FEATURES) | set(LABEL_FEATURES) | {"user_id", "disliked_track_id"}
+    fixed = set(HISTORY_FEATURES) | set(LABEL_FEATURES) | set(BOOKKEEPING_FEATURES) | {"user_id", "disliked_track_id"}
     demographics = [name for name in train.columns if name not in fixed]
     numeric = tuple(n for n in demographics if train.columns[n].dtype == np.float32)
     categorical = tuple(n for n in demographics if n not in numeric)
-    last = pd.Series(np.arange(len(train))).groupby(train.columns["user_id"]).max().to_numpy()
+    order = np.lexsort((train.columns["position"], train.columns["user_id"].astype(str)))
+    users = train.columns["user_id"][order].astype(str)
+    last = order[np.r_[users[1:] != users[:-1], True]]
     latest = train.take(last)
     histories = latest.columns
     for history, label in zip(HISTORY_FEATURES, LABEL_FEATURES):
@@ -247,7 +228,9 @@ def branch_data_from_examples(train: UserExamples, test: UserExamples) -> UserBr
         {name: np.concatenate([train.columns[name], train.columns[f"history_{name}s"].reshape(-1)]) for name in LABEL_FEATURES}
     )
     tracks = tracks[tracks["track_id"] != PAD].drop_duplicates("track_id").reset_index(drop=True)
+    is_new = evaluation.columns["new_user"] == 1
     return UserBranchData(
-        train=train, test=test, latest=latest, tracks=tracks,
+        train=train, test=evaluation.take(~is_new), latest=latest, tracks=tracks,
         numeric_demographics=numeric, categorical_demographics=categorical, excluded_users={},
+        new_users=evaluation.take(is_new),
     )
