@@ -11,6 +11,7 @@ transform.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -27,8 +28,12 @@ from musicrec.audio.logmel import DEFAULT, LogMelConfig
 
 METRICS_NAMESPACE = "musicrec.audio_features"
 QUARANTINE = "quarantine"
+INDEX = "index"
 FEATURES_PREFIX = "log_mel"
 QUARANTINE_FILE = "quarantine.jsonl"
+# One JSON line per extracted track: track_id, frames. Lets downstream steps
+# know which tracks have enough audio without reading the log-mels.
+INDEX_FILE = "index.jsonl"
 
 
 class _ExtractLogMelFn(beam.DoFn):
@@ -70,6 +75,7 @@ class _ExtractLogMelFn(beam.DoFn):
         log_mel = self._log_mel(waveform).numpy()
         self._counters["ok"].inc()
         self._report_progress()
+        yield beam.pvalue.TaggedOutput(INDEX, {"track_id": track_id, "frames": int(log_mel.shape[0])})
         yield encode_example(track_id, log_mel)
 
     def _report_progress(self):
@@ -82,10 +88,11 @@ class _ExtractLogMelFn(beam.DoFn):
 
 
 class ExtractLogMel(beam.PTransform):
-    """(track_id, audio path) -> serialized tf.Example; quarantine records on the side.
+    """(track_id, audio path) -> serialized tf.Example; quarantine and index records on the side.
 
-    Returns a DoOutputsTuple with the main output (serialized examples) and
-    `QUARANTINE` (dicts: track_id, path, status, detail).
+    Returns a DoOutputsTuple with the main output (serialized examples),
+    `QUARANTINE` (dicts: track_id, path, status, detail) and `INDEX` (dicts:
+    track_id, frames).
     """
 
     def __init__(self, config: LogMelConfig = DEFAULT, min_seconds: float = 3.0):
@@ -95,7 +102,7 @@ class ExtractLogMel(beam.PTransform):
 
     def expand(self, tracks):
         return tracks | beam.ParDo(_ExtractLogMelFn(self._config, self._min_seconds)).with_outputs(
-            QUARANTINE, main="features"
+            QUARANTINE, INDEX, main="features"
         )
 
 
@@ -122,6 +129,48 @@ class FeatureReport:
         return "\n".join(lines)
 
 
+def write_features(pipeline: beam.Pipeline, tracks: Sequence[Tuple[str, str]], output_dir,
+                   config: LogMelConfig = DEFAULT, min_seconds: float = 3.0) -> None:
+    """Adds the extraction to `pipeline`: log-mel TFRecords, the quarantine list and the index
+    under `output_dir`. The standalone job below and the pipeline's component both use it."""
+    output_dir = pathlib.Path(output_dir)
+    outputs = pipeline | "Tracks" >> beam.Create(list(tracks)) | "ExtractLogMel" >> ExtractLogMel(config, min_seconds)
+    _ = outputs.features | "WriteFeatures" >> beam.io.WriteToTFRecord(
+        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord"
+    )
+    for tag, name in ((QUARANTINE, QUARANTINE_FILE), (INDEX, INDEX_FILE)):
+        _ = (
+            outputs[tag]
+            | f"{tag}ToJson" >> beam.Map(lambda record: json.dumps(record, sort_keys=True))
+            | f"Write{tag.title()}" >> beam.io.WriteToText(str(output_dir / name), shard_name_template="")
+        )
+
+
+def read_jsonl(path) -> List[dict]:
+    path = pathlib.Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def read_index(output_dir) -> Dict[str, int]:
+    """track_id -> number of log-mel frames, for every extracted track."""
+    return {record["track_id"]: record["frames"] for record in read_jsonl(pathlib.Path(output_dir) / INDEX_FILE)}
+
+
+def read_feature_report(output_dir, seconds: float) -> FeatureReport:
+    """Counts from the written files (the same on every Beam runner)."""
+    quarantined = sorted(read_jsonl(pathlib.Path(output_dir) / QUARANTINE_FILE), key=lambda r: r["track_id"])
+    counts = {"ok": len(read_index(output_dir)), **collections.Counter(r["status"] for r in quarantined)}
+    return FeatureReport(str(output_dir), counts, quarantined, seconds)
+
+
+def clear_outputs(output_dir) -> pathlib.Path:
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in list(output_dir.glob(FEATURES_PREFIX + "-*")) + [output_dir / QUARANTINE_FILE, output_dir / INDEX_FILE]:
+        stale.unlink(missing_ok=True)  # shard counts vary between runs
+    return output_dir
+
+
 def extract_features(
     tracks: Iterable[Tuple[str, str]],
     output_dir,
@@ -129,32 +178,13 @@ def extract_features(
     min_seconds: float = 3.0,
     beam_args: Optional[Sequence[str]] = None,
 ) -> FeatureReport:
-    """Runs ExtractLogMel as a Beam pipeline; writes TFRecords and the quarantine list."""
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(output_dir.glob(FEATURES_PREFIX + "-*")) + [output_dir / QUARANTINE_FILE]:
-        stale.unlink(missing_ok=True)  # shard counts vary between runs
+    """Runs ExtractLogMel as a standalone Beam pipeline; writes TFRecords, quarantine list and index."""
+    output_dir = clear_outputs(output_dir)
     tracks = list(tracks)
     if not tracks:
         raise ValueError("no tracks to extract features from")
     started = time.monotonic()
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
-    outputs = pipeline | "Tracks" >> beam.Create(tracks) | "ExtractLogMel" >> ExtractLogMel(config, min_seconds)
-    _ = outputs.features | "WriteFeatures" >> beam.io.WriteToTFRecord(
-        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord"
-    )
-    _ = (
-        outputs[QUARANTINE]
-        | "ToJson" >> beam.Map(lambda record: json.dumps(record, sort_keys=True))
-        | "WriteQuarantine" >> beam.io.WriteToText(str(output_dir / QUARANTINE_FILE), shard_name_template="")
-    )
-    result = pipeline.run()
-    result.wait_until_finish()
-    counts = {
-        counter.key.metric.name: counter.committed
-        for counter in result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
-    }
-    quarantine_path = output_dir / QUARANTINE_FILE
-    quarantined = [json.loads(line) for line in quarantine_path.read_text().splitlines() if line.strip()]
-    quarantined.sort(key=lambda r: r["track_id"])
-    return FeatureReport(str(output_dir), counts, quarantined, time.monotonic() - started)
+    write_features(pipeline, tracks, output_dir, config, min_seconds)
+    pipeline.run().wait_until_finish()
+    return read_feature_report(output_dir, time.monotonic() - started)
