@@ -6,11 +6,14 @@ import numpy as np
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from musicrec.data.audio_pairs import build_audio_pairs, write_pair_examples
+from sklearn.metrics import roc_auc_score
+
+from musicrec.data.audio_pairs import build_audio_pairs, user_queries, write_pair_examples
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import build_user_examples, write_user_examples
 from trainer import audio_module, user_module
-from trainer.user_export import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE, write_embeddings
+from musicrec.data.tf_examples import columns_from_frame, serialize_rows
+from trainer.user_export import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE
 
 
 def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):
@@ -30,26 +33,37 @@ def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):
     assert EMBED_USER_SIGNATURE in tf.saved_model.load(str(tmp_path / "serving" / "user_tower")).signatures
 
 
-def test_audio_branch_run_fn_trains_reports_and_exports(tiny_dataset, tiny_features_dir, tiny_user_vectors, tiny_log_mels, tmp_path):
+def test_audio_branch_run_fn_trains_reports_and_exports(tiny_dataset, tiny_features_dir, tiny_user_branch, tiny_log_mels, tmp_path):
     dataset = load_dataset(tiny_dataset)
-    pairs = build_audio_pairs(dataset.interactions, tiny_user_vectors.user_ids, tiny_log_mels.usable(130))
+    pairs = build_audio_pairs(dataset.interactions, dataset.users["user_id"], tiny_log_mels.usable(130))
     write_pair_examples(pairs.split("train"), tmp_path / "train.gz")
     write_pair_examples(pairs.split("validation"), tmp_path / "eval.gz")
-    write_embeddings(tmp_path / "ue.parquet", "user_id", tiny_user_vectors.user_ids, tiny_user_vectors.vectors)
+    (tmp_path / "queries").mkdir()
+    write_user_examples(user_queries(dataset, pairs), tmp_path / "queries" / "q.gz")
     args = FnArgs(
         train_files=[str(tmp_path / "train.gz")], eval_files=[str(tmp_path / "eval.gz")],
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
+        base_model=str(tiny_user_branch / "model"),
         custom_config={
-            "log_mel_pattern": str(tiny_features_dir / "log_mel-*"),
-            "user_embeddings": str(tmp_path / "ue.parquet"),
-            "audio_branch": {"negatives": 1, "loss": "hinge", "epochs": 8},
+            "log_mel_uri": str(tiny_features_dir), "user_queries_uri": str(tmp_path / "queries"),
+            "audio_branch": {"variant": "metric_1vs1", "epochs": 8},
         },
     )
     audio_module.run_fn(args)
     report = json.loads((tmp_path / "run" / audio_module.REPORT_FILE).read_text())
     assert report["config"]["negatives"] == 1 and report["validation"]["test_pairs"] == len(pairs.split("validation"))
     assert report["validation"]["auc"] > 0.55
-    encoder = tf.saved_model.load(str(tmp_path / "serving" / audio_module.AUDIO_ENCODER_DIR))
+    model = tf.saved_model.load(str(tmp_path / "serving"))
     crop = tf.constant(tiny_log_mels.log_mels[:2, :130].astype(np.float32))
-    embedding = encoder.signatures[audio_module.EMBED_LOG_MEL_SIGNATURE](log_mel=crop)["audio_embedding"].numpy()
+    embedding = model.signatures[audio_module.EMBED_LOG_MEL_SIGNATURE](log_mel=crop)["audio_embedding"].numpy()
     assert embedding.shape == (2, 40) and np.all(np.isfinite(embedding))
+    # The scoring signature TFMA evaluates: calibrated, monotone in the cosine, as good as the report says.
+    validation = pairs.split("validation")
+    records = tf.constant([r for r in serialize_rows(columns_from_frame(validation[["user_id", "track_id"]]))])
+    scored = {k: v.numpy() for k, v in model.signatures[audio_module.SCORE_EXAMPLES_SIGNATURE](examples=records).items()}
+    calibration = report["calibration"]
+    expected = 1 / (1 + np.exp(-(calibration["slope"] * scored["cosine"] + calibration["intercept"])))
+    np.testing.assert_allclose(scored["probability"], expected, rtol=1e-5)
+    assert abs(roc_auc_score(validation["label"], scored["probability"]) - report["validation"]["auc"]) < 1e-6
+    unknown = model.signatures[audio_module.SCORE_EXAMPLES_SIGNATURE](examples=tf.constant([b""]))
+    assert float(unknown["cosine"][0]) == 0.0

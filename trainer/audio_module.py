@@ -15,22 +15,22 @@ import json
 import logging
 import pathlib
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_score, roc_auc_score
 
-from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, read_pair_examples
+from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, read_pair_examples, user_queries
 from musicrec.data.contract import FeedbackConfig
-from musicrec.data.feedback import feedback_labels
-from musicrec.data.user_examples import UserExamples, history_examples
+from musicrec.data.user_examples import UserExamples, read_user_examples
 from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
-from trainer.user_export import EMBED_USER_SIGNATURE, read_embeddings
+from trainer.user_export import EMBED_USER_SIGNATURE, USER_TOWER_DIR, read_embeddings
 
 
 @dataclasses.dataclass
@@ -135,15 +135,10 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
 def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_frames: int,
                          feedback: FeedbackConfig = FeedbackConfig(), split: SplitConfig = SplitConfig()):
     """Splits the liked/disliked pairs and embeds every user with the user tower from their
-    liked tracks outside the validation and test pairs, so no UE contains a track it is
-    evaluated on. (Under the `users` protocol, evaluated users thus get a UE from
-    demographics alone: cold users.) Returns (AudioPairs, UserVectors)."""
+    liked tracks outside the validation and test pairs (`audio_pairs.user_queries`).
+    Returns (AudioPairs, UserVectors)."""
     pairs = build_audio_pairs(dataset.interactions, dataset.users["user_id"], store.usable(context_frames), feedback, split)
-    evaluated = pairs.pairs[pairs.pairs["split"] != "train"][["user_id", "track_id"]]
-    liked = feedback_labels(dataset.interactions, feedback).labels.query("label == 1")
-    liked = liked.merge(evaluated, how="left", indicator=True).query("_merge == 'left_only'")
-    queries = history_examples(dataset, liked, pairs.pairs["user_id"])
-    return pairs, UserVectors.from_user_tower(user_tower_dir, queries)
+    return pairs, UserVectors.from_user_tower(user_tower_dir, user_queries(dataset, pairs, feedback))
 
 
 def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int) -> pd.DataFrame:
@@ -212,16 +207,60 @@ def accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 
 AUDIO_ENCODER_DIR = "audio_encoder"
 EMBED_LOG_MEL_SIGNATURE = "embed_log_mel"
+SCORE_EXAMPLES_SIGNATURE = "score_examples"
 REPORT_FILE = "audio_branch_report.json"
+# Written next to the SavedModel's assets: what the pusher and readers need to know.
+MODEL_INFO_FILE = "assets.extra/musicrec_model.json"
 
 
-def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
-    """SavedModel `audio_encoder/`, signature `embed_log_mel`: log-mel [batch, frames, 128] -> AE [batch, 40].
+class PairScorer(tf.Module):
+    """Liked probability of (user_id, track_id) pairs given as serialized tf.Examples.
 
-    Serving (the audio_embedder of the serving issue) puts decoding and the
-    log-mel front end in front of this graph.
+    The UE (or learned user vector) and track AE tables are baked in; the score
+    is cos(user, track) through a logistic calibration fitted on the validation
+    pairs, so TFMA's calibration and precision/recall at 0.5 mean something.
+    Unknown users or tracks score cos = 0 (a zero vector), never an error.
     """
-    path = pathlib.Path(out_dir) / AUDIO_ENCODER_DIR
+
+    def __init__(self, user_ids, user_vectors, track_ids, track_vectors, slope: float, intercept: float):
+        super().__init__(name="pair_scorer")
+        self.user_index, self.users = self._table(user_ids, user_vectors, "user")
+        self.track_index, self.tracks = self._table(track_ids, track_vectors, "track")
+        self.slope, self.intercept = tf.constant(slope, tf.float32), tf.constant(intercept, tf.float32)
+
+    @staticmethod
+    def _table(ids, vectors, name):
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = np.concatenate([vectors, np.zeros((1, vectors.shape[1]))]).astype(np.float32)
+        index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(ids, dtype=str)), tf.range(len(ids), dtype=tf.int64)),
+            default_value=len(ids), name=f"{name}_index",
+        )
+        return index, tf.Variable(vectors, trainable=False, name=f"{name}_vectors")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_examples(self, examples):
+        spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="") for key in ("user_id", "track_id")}
+        parsed = tf.io.parse_example(examples, spec)
+        users = tf.gather(self.users, self.user_index.lookup(parsed["user_id"]))
+        tracks = tf.gather(self.tracks, self.track_index.lookup(parsed["track_id"]))
+        cosine = tf.reduce_sum(users * tracks, axis=-1)
+        return {"probability": tf.sigmoid(self.slope * cosine + self.intercept), "cosine": cosine}
+
+
+def fit_calibration(scores: np.ndarray, labels: np.ndarray):
+    """Platt scaling: (slope, intercept) of P(liked | cosine), fitted on validation pairs."""
+    model = LogisticRegression(C=1e4).fit(scores.reshape(-1, 1), labels)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> pathlib.Path:
+    """SavedModel at `path`: `embed_log_mel` (also `serving_default`): log-mel [batch, frames, 128]
+    -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates).
+
+    Serving (the audio_embedder) puts decoding and the log-mel front end in
+    front of `embed_log_mel`.
+    """
     encoder = trained.model.encoder
     embed = tf.function(
         lambda log_mel: {"audio_embedding": encoder(log_mel, training=False)},
@@ -229,33 +268,61 @@ def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
     )
     module = tf.Module()
     module.encoder = encoder
-    tf.saved_model.save(module, str(path), signatures={EMBED_LOG_MEL_SIGNATURE: embed, "serving_default": embed})
-    return path
+    signatures = {EMBED_LOG_MEL_SIGNATURE: embed, "serving_default": embed}
+    if scorer is not None:
+        module.scorer = scorer
+        signatures[SCORE_EXAMPLES_SIGNATURE] = scorer.score_examples
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return pathlib.Path(path)
+
+
+def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
+    """The encoder alone, as `<out_dir>/audio_encoder/`."""
+    return export_audio_model(trained, pathlib.Path(out_dir) / AUDIO_ENCODER_DIR)
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point of the audio branch.
+    """TFX Trainer entry point of the audio branch (run by components.audio_trainer.AudioTrainer).
 
-    train_files / eval_files: (user_id, track_id, label) pair examples of the
-    training and validation splits. custom_config: `log_mel_pattern` (the
-    audio feature component's TFRecords), `user_embeddings` (the user
-    branch's UE parquet) and optional `audio_branch` (AudioBranchConfig
-    fields, e.g. {"loss": "hinge", "negatives": 4}).
+    train_files / eval_files: the ingestion's audio pair examples (train,
+    eval = validation). base_model: the user-branch model, whose user tower
+    embeds each user from their `user_queries` row (liked tracks outside the
+    evaluated pairs). custom_config: `log_mel_uri` and `user_queries_uri`
+    (added by the AudioTrainer executor from its input artifacts) and
+    optional `audio_branch` (AudioBranchConfig fields, e.g. {"variant":
+    "metric_1vs4", "epochs": 10}).
+
+    Exports one SavedModel: the encoder (`embed_log_mel`) and the calibrated
+    pair scorer (`score_examples`) with the UE and track AE tables baked in.
     """
-    custom = fn_args.custom_config or {}
-    config = AudioBranchConfig(**custom.get("audio_branch", {}))
-    store = LogMelStore.from_tfrecords([custom["log_mel_pattern"]])
-    users = UserVectors.from_parquet(custom["user_embeddings"])
+    custom = dict(fn_args.custom_config or {})
+    branch = dict(custom.get("audio_branch", {}))
+    variant = branch.pop("variant", None)
+    config = AudioBranchConfig.variant(variant, **branch) if variant else AudioBranchConfig(**branch)
+    store = LogMelStore.from_tfrecords([str(pathlib.Path(custom["log_mel_uri"]) / "log_mel-*")])
+    queries = read_user_examples([str(pathlib.Path(custom["user_queries_uri"]) / "*")])
+    users = UserVectors.from_user_tower(pathlib.Path(fn_args.base_model) / USER_TOWER_DIR, queries)
     frames = pd.concat([
         read_pair_examples(fn_args.train_files).assign(split="train"),
         read_pair_examples(fn_args.eval_files).assign(split="validation"),
     ], ignore_index=True)
     pairs = AudioPairs(pairs=frames, excluded={})
     trained = train_audio_branch(pairs, store, users, config, verbose=2)
-    # The threshold is chosen on the same validation pairs here; the pipeline's
-    # evaluator measures the held-out test split.
-    metrics = evaluate_liked_disliked(trained, pairs, store, test_split="validation")
+    track_ae = track_embeddings(trained.model.encoder, store, config.context_frames)
+    validation = usable_pairs(pairs.split("validation"), trained.users, store, 1)
+    cosine = pair_scores(validation, trained.user_vectors(), trained.users.index(), track_ae, store)
+    slope, intercept = fit_calibration(cosine, validation["label"].to_numpy())
+    scorer = PairScorer(trained.users.user_ids, trained.user_vectors(), store.track_ids, track_ae, slope, intercept)
+    model_dir = export_audio_model(trained, fn_args.serving_model_dir, scorer)
+    info = {
+        "variant": variant, "config": dataclasses.asdict(config), "context_frames": config.context_frames,
+        "calibration": {"slope": slope, "intercept": intercept},
+        "validation": evaluate_liked_disliked(trained, pairs, store, test_split="validation"),
+        "segments_per_second": trained.segments_per_second,
+    }
+    (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (model_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     report_dir = pathlib.Path(fn_args.model_run_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / REPORT_FILE).write_text(json.dumps({"config": dataclasses.asdict(config), "validation": metrics}, indent=2) + "\n")
-    export_audio_encoder(trained, fn_args.serving_model_dir)
+    (report_dir / REPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    logging.info("%s audio branch (%s): validation AUC %.3f", musicrec.LOG_TAG, variant or config.loss, info["validation"]["auc"])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
-from trainer.user_branch import TrainedUserBranch, UserBranchConfig, train_user_branch
+from trainer.user_branch import TrainedUserBranch, UserBranchConfig, Vocabularies, train_user_branch
 
 KS = (10, 50, 200)
 
@@ -100,12 +100,14 @@ def _table(metrics: Dict[str, Dict[str, float]], who: str) -> str:
     return "\n".join(lines)
 
 
-def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 0):
-    """Trains the two-tower model and the MF baseline; returns (trained model, report)."""
+def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 0,
+                         vocab: Optional[Vocabularies] = None):
+    """Trains the two-tower model and the MF baseline (with the given vocabularies, or ones
+    learned from `data.train`); returns (trained model, report)."""
     logging.info("%s user branch: training the two-tower model on %d examples", musicrec.LOG_TAG, len(data.train))
-    trained = train_user_branch(data, config, verbose=verbose)
+    trained = train_user_branch(data, config, verbose=verbose, vocab=vocab)
     logging.info("%s user branch: training the user-id matrix-factorisation baseline", musicrec.LOG_TAG)
-    mf = train_user_branch(data, dataclasses.replace(config, query="user_id"), verbose=verbose)
+    mf = train_user_branch(data, dataclasses.replace(config, query="user_id"), verbose=verbose, vocab=vocab)
     track_ids, _ = trained.candidate_embeddings()
     report = UserBranchReport(
         metrics={

@@ -20,7 +20,7 @@ baseline (a lookup embedding per user id, as DCUE uses).
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -297,12 +297,14 @@ def _predict(model: keras.Model, features: Dict[str, np.ndarray], batch_size: in
     return np.concatenate([model(batch).numpy() for batch in dataset], axis=0)
 
 
-def train_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 2) -> TrainedUserBranch:
-    """Trains the two-tower model on `data.train`; returns the model and its vocabularies."""
+def train_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 2,
+                      vocab: Optional[Vocabularies] = None) -> TrainedUserBranch:
+    """Trains the two-tower model on `data.train`; returns the model and its vocabularies
+    (`vocab`, e.g. from the pipeline's Transform, or learned from `data.train`)."""
     if len(data.train) == 0:
         raise ValueError("no training examples: no user has liked tracks")
     keras.utils.set_random_seed(config.seed)
-    vocab = Vocabularies.from_examples(data)
+    vocab = vocab or Vocabularies.from_examples(data)
     labels, counts = np.unique(data.train.columns["track_id"].astype(str), return_counts=True)
     model = TwoTowerModel(vocab, config, dict(zip(labels, counts / counts.sum())))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))

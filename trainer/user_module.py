@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+from typing import Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from musicrec.data.contract import FeedbackConfig
@@ -26,14 +27,15 @@ from musicrec.data.user_examples import (
     read_user_examples,
 )
 from trainer.retrieval_eval import evaluate_user_branch
-from trainer.user_branch import UserBranchConfig
+from trainer.user_branch import UserBranchConfig, Vocabularies
 from trainer.user_export import export_user_branch
 
 REPORT_FILE = "user_branch_report.json"
 
 
-def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_dir, report_dir) -> dict:
-    trained, report = evaluate_user_branch(data, config, verbose=2)
+def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_dir, report_dir,
+                          vocab: Optional[Vocabularies] = None) -> dict:
+    trained, report = evaluate_user_branch(data, config, verbose=2, vocab=vocab)
     logging.info("user branch hit rates:\n%s", report.table())
     export_user_branch(trained, data, model_dir)
     report_dir = pathlib.Path(report_dir)
@@ -50,10 +52,18 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
 
 
 def run_fn(fn_args) -> None:
-    """TFX Trainer entry point."""
+    """TFX Trainer entry point: the ingestion's user examples, and (when the pipeline has one)
+    the Transform graph whose vocabularies and demographic statistics the model uses."""
     config = UserBranchConfig(**(fn_args.custom_config or {}).get("user_branch", {}))
     data = branch_data_from_examples(read_user_examples(fn_args.train_files), read_user_examples(fn_args.eval_files))
-    train_evaluate_export(data, config, fn_args.serving_model_dir, fn_args.model_run_dir)
+    vocab = None
+    if fn_args.transform_graph_path:
+        import tensorflow_transform as tft
+
+        from trainer.user_transform import vocabularies_from_transform
+
+        vocab = vocabularies_from_transform(tft.TFTransformOutput(fn_args.transform_graph_path), data)
+    train_evaluate_export(data, config, fn_args.serving_model_dir, fn_args.model_run_dir, vocab)
 
 
 def run_on_dataset(dataset_dir, out_dir, config: UserBranchConfig = UserBranchConfig(),

@@ -23,6 +23,7 @@ import pandas as pd
 from musicrec.data import tf_examples
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.feedback import feedback_labels
+from musicrec.data.user_examples import ExampleConfig, UserExamples, history_examples
 
 SPLITS = ("train", "validation", "test")
 PROTOCOLS = ("per_user", "users", "cold_tracks")
@@ -115,6 +116,18 @@ def _by_key(key: str):
 
 
 _SPLITTERS = {"per_user": _per_user, "users": _by_key("user_id"), "cold_tracks": _by_key("track_id")}
+
+
+def user_queries(dataset, pairs: AudioPairs, feedback: FeedbackConfig = FeedbackConfig(),
+                 history_length: int = ExampleConfig.history_length) -> UserExamples:
+    """One user-tower query per audio-branch user: their liked tracks outside their validation
+    and test pairs, plus demographics. The audio branch embeds users from these, so no UE
+    contains a track it is evaluated on. (Under the `users` protocol, evaluated users thus
+    get a UE from demographics alone: cold users.)"""
+    evaluated = pairs.pairs.loc[pairs.pairs["split"] != "train", ["user_id", "track_id"]]
+    liked = feedback_labels(dataset.interactions, feedback).labels.query("label == 1")
+    liked = liked.merge(evaluated, how="left", indicator=True).query("_merge == 'left_only'")
+    return history_examples(dataset, liked, pairs.pairs["user_id"], history_length)
 
 
 def write_pair_examples(pairs: pd.DataFrame, path) -> int:

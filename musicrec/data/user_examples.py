@@ -18,7 +18,6 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from musicrec.data import tf_examples
 from musicrec.data.contract import FeedbackConfig

@@ -197,9 +197,6 @@ def _collect(name: str, tracks: pd.DataFrame, results: Dict[str, Result], progre
 
 # ---- the AE of a trained audio encoder -------------------------------------------------------
 
-EMBED_LOG_MEL = "embed_log_mel"
-
-
 def find_audio_encoder(model_dir) -> pathlib.Path:
     """The audio encoder SavedModel in `model_dir`: the dir itself, its `audio_encoder/`, or the
     highest numbered version below either (TF Serving's `<base>/<version>/` layout)."""
@@ -255,13 +252,14 @@ class AudioEncoderFeatures:
         import tensorflow as tf
 
         from musicrec.audio.logmel import log_mel_spectrogram
+        from trainer.audio_module import EMBED_LOG_MEL_SIGNATURE
 
         loaded = tf.saved_model.load(str(self.saved_model))
-        if EMBED_LOG_MEL not in loaded.signatures:
-            raise ValueError(f"{self.saved_model} has no {EMBED_LOG_MEL!r} signature (it has {sorted(loaded.signatures)}); "
+        if EMBED_LOG_MEL_SIGNATURE not in loaded.signatures:
+            raise ValueError(f"{self.saved_model} has no {EMBED_LOG_MEL_SIGNATURE!r} signature (it has {sorted(loaded.signatures)}); "
                              "pass the audio branch's exported audio_encoder")
         self._loaded = loaded  # keeps the signature's variables alive
-        self._embed = _SignatureEncoder(loaded.signatures[EMBED_LOG_MEL])
+        self._embed = _SignatureEncoder(loaded.signatures[EMBED_LOG_MEL_SIGNATURE])
         self._log_mel = tf.function(log_mel_spectrogram, input_signature=[tf.TensorSpec([None], tf.float32)])
 
     def extract(self, tracks: List[Tuple[str, str]]) -> Iterator[Tuple[str, Result]]:

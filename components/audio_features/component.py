@@ -1,0 +1,64 @@
+"""The audio feature component: the Beam transform of `transforms.py` as a TFX component.
+
+Beam runs it: DirectRunner locally (`--direct_num_workers=N
+--direct_running_mode=multi_processing` uses N cores), Dataflow, Flink or
+Spark through the pipeline's Beam args. The dataset folder is a parameter,
+like ExampleGen's `input_base`; its fingerprint (sizes and modification
+times of the tracks table and the audio files) is a parameter too, so the
+cache reruns this component exactly when the audio changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import apache_beam as beam
+from tfx.dsl.component.experimental.annotations import BeamComponentParameter, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+
+import musicrec
+from components.artifacts import AudioQuarantine, LogMelFeatures
+from components.audio_features import transforms
+from musicrec.audio import decode
+from musicrec.data.loading import load_dataset
+
+REPORT_FILE = "report.md"
+
+
+@component(use_beam=True)
+def AudioFeatures(
+    dataset_dir: Parameter[str],
+    dataset_fingerprint: Parameter[str],
+    min_seconds: Parameter[float],
+    features: OutputArtifact[LogMelFeatures],
+    quarantine: OutputArtifact[AudioQuarantine],
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
+) -> None:
+    """Decodes every track's audio, resamples to 22050 Hz mono, and writes the log-mel of its
+    first 30 s; audio that is missing, unreadable, silent or shorter than `min_seconds` is
+    quarantined with its status (the report lists each file)."""
+    del dataset_fingerprint  # only in the cache key
+    tracks = load_dataset(dataset_dir).audio_files()
+    if not tracks:
+        raise ValueError(f"the dataset in {dataset_dir} lists no tracks")
+    logging.info("%s audio features: extracting log-mels of %d tracks", musicrec.LOG_TAG, len(tracks))
+    started = time.monotonic()
+    with beam_pipeline as pipeline:
+        transforms.write_features(pipeline, tracks, features.uri, min_seconds=min_seconds)
+    report = transforms.read_feature_report(features.uri, time.monotonic() - started)
+    _move_quarantine(pathlib.Path(features.uri), pathlib.Path(quarantine.uri))
+    (pathlib.Path(quarantine.uri) / REPORT_FILE).write_text(report.format() + "\n")
+    for artifact in (features, quarantine):
+        artifact.set_int_custom_property("extracted", report.extracted)
+        for status in decode.AUDIO_STATUSES:
+            artifact.set_int_custom_property(status, report.counts.get(status, 0))
+    logging.info("%s %s", musicrec.LOG_TAG, report.format())
+    if report.extracted == 0:
+        raise ValueError(f"no track has usable audio; see {quarantine.uri}")
+
+
+def _move_quarantine(features_dir: pathlib.Path, quarantine_dir: pathlib.Path) -> None:
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    (features_dir / transforms.QUARANTINE_FILE).replace(quarantine_dir / transforms.QUARANTINE_FILE)

@@ -1,0 +1,1 @@
+"""The audio-branch Trainer: TFX's Trainer with the log-mel features as one more input."""
