@@ -150,7 +150,8 @@ def demo(root: pathlib.Path, seed: int = 0) -> GenreDataset:
     genre = dataset.tracks["genre"].astype("string").str.strip()
     labelled = genre.notna() & (genre != "")
     tracks = files[labelled.to_numpy()].assign(genre=genre[labelled].to_numpy())
-    excluded = {"tracks without a genre": int((~labelled).sum()), "malformed table rows": len(dataset.malformed)}
+    malformed = sum(row.file == dataset.table_files["tracks"] for row in dataset.malformed)
+    excluded = {"tracks without a genre": int((~labelled).sum()), "malformed rows in the tracks table": malformed}
     return GenreDataset("demo", root, _with_stratified_split(tracks.reset_index(drop=True), seed), excluded)
 
 
