@@ -125,3 +125,23 @@ def test_classifier_keeps_fewer_components_when_data_is_small():
     x, y = rng.normal(size=(20, 50)), np.repeat(["a", "b"], 10)
     fitted = genre_classifier(config, *x.shape).fit(x, y)
     assert fitted.named_steps["pca"].n_components_ == 10
+
+
+def test_genre_eval_subcommand_registers_and_refuses_bad_input_with_status_2(tmp_path, capsys):
+    import argparse
+
+    from musicrec.genre.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    _folder_tree(tmp_path / "data", {"jazz": 4, "pop": 4})
+    no_model = parser.parse_args(["genre-eval", "--dataset", str(tmp_path / "data"), "--layout", "folders",
+                                  "--feature-sets", "ae", "--out", str(tmp_path / "out")])
+    assert no_model.func(no_model) == 2
+    assert "need --model" in capsys.readouterr().err
+    unknown_set = parser.parse_args(["genre-eval", "--dataset", str(tmp_path / "data"), "--layout", "folders",
+                                     "--feature-sets", "mfcc"])
+    assert unknown_set.func(unknown_set) == 2
+    assert "mfcc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser.parse_args(["genre-eval", "--dataset", "x", "--layout", "million-song"])

@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 
 def cmd_genre_eval(args) -> int:
     from musicrec.genre.datasets import GenreDatasetError
+    from musicrec.genre.musicnn_runner import MusicnnError
     from musicrec.genre.table2 import GenreEvalConfig, run_genre_eval
 
     out = pathlib.Path(args.out or pathlib.Path("reports") / "genre-eval" / pathlib.Path(args.dataset).resolve().name)
@@ -41,7 +42,7 @@ def cmd_genre_eval(args) -> int:
         config = GenreEvalConfig(feature_sets=tuple(s.strip() for s in args.feature_sets.split(",") if s.strip()),
                                  context_seconds=args.context_seconds, seed=args.seed, cache_dir=args.cache_dir)
         result = run_genre_eval(args.dataset, args.layout, args.model, out, config)
-    except (GenreDatasetError, FileNotFoundError, ValueError) as error:
+    except (GenreDatasetError, MusicnnError, FileNotFoundError, ValueError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 2
     print(result.markdown)

@@ -59,11 +59,14 @@ class MusicnnFeatures:
                     worker.wait()
             if worker.returncode != 0:
                 tail = log.read_text()[-2000:]
-                raise MusicnnError(f"the musicnn worker exited with status {worker.returncode}:\n{tail}")
+                raise MusicnnError(f"the musicnn worker exited with status {worker.returncode} (musicnn is installed "
+                                   f"without its dependencies, see requirements/nodeps.txt):\n{tail}")
 
     def _read(self, worker, tracks, outs) -> Iterator[Tuple[str, Result]]:
         for line in worker.stdout:
-            message = json.loads(line)
+            if not line.startswith(musicnn_worker.PREFIX):
+                continue  # a library's own print, not a result
+            message = json.loads(line[len(musicnn_worker.PREFIX):])
             track_id, path = tracks[message["index"]]
             if message["status"] == "ok":
                 patches = np.load(outs[message["index"]])

@@ -7,7 +7,7 @@ starts this worker once per extraction and streams the track list through it.
 
 Input: a JSON-lines jobs file, one {"path", "out"} per track. For each job the
 worker writes `out` (.npy, float32 [patches, 753]: the `max_pool` layer of
-every non-overlapping 3 s patch) and prints one JSON line on stdout:
+every non-overlapping 3 s patch) and prints one line on stdout, `PREFIX` and JSON:
 {"index", "status": "ok", "patches"} or {"index", "status": <AudioError
 status>, "detail"} for audio that cannot be used.
 
@@ -108,8 +108,12 @@ def main(argv=None) -> int:
     return 0
 
 
+# Protocol lines start with this, so anything a library prints to stdout cannot be mistaken for one.
+PREFIX = "@musicnn "
+
+
 def _emit(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.write(PREFIX + json.dumps(message) + "\n")
     sys.stdout.flush()
 
 
