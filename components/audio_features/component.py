@@ -8,8 +8,7 @@ times of the tracks table and the audio files) is a parameter too, so the
 cache reruns this component exactly when the audio changed.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import logging
 import pathlib
 import time

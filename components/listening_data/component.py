@@ -7,8 +7,7 @@ tracks have usable audio (pairs of the others are excluded and counted).
 What it writes is described in `ingest.py`.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import json
 import logging
 import pathlib

@@ -162,11 +162,11 @@ def _demographic_columns(frame: pd.DataFrame, names) -> Columns:
 def _interaction_splits(dataset: Dataset, eval_fraction: float) -> Dict[str, Columns]:
     log = dataset.interactions.sort_values(["timestamp", "user_id", "track_id"], kind="stable").reset_index(drop=True)
     users, tracks = _user_context(dataset), _track_context(dataset)
-    joined = log.join(tracks, on="track_id").join(users[dataset.demographic_columns()], on="user_id")
+    joined = log.join(tracks, on="track_id").join(users[dataset.demographic_columns], on="user_id")
     columns = {
         **{name: joined[name].astype(str).to_numpy(dtype=object) for name in ("user_id", "track_id", "album_id", "artist_id", "genre", "event")},
         "timestamp": joined["timestamp"].to_numpy(dtype=np.int64),
-        **_demographic_columns(joined, dataset.demographic_columns()),
+        **_demographic_columns(joined, dataset.demographic_columns),
     }
     is_eval = np.arange(len(log)) >= int(round(len(log) * (1 - eval_fraction)))
     return {"train": {k: v[~is_eval] for k, v in columns.items()}, "eval": {k: v[is_eval] for k, v in columns.items()}}

@@ -1,0 +1,57 @@
+"""ServingPusher: if the Evaluator blessed the audio model, writes the serving models.
+
+TFX's Pusher copies one trained model directory to `<base>/<version>/`. The
+serving side needs three models composed from both Trainers' outputs
+(`serving.export.export_serving_models`: audio_embedder, user_embedder,
+cold_start_recommender, plus models.config and batching parameters), so this
+component does the composition and then writes the same `PushedModel`
+artifact, with the same custom properties, that TFX's Pusher writes.
+"""
+
+# No `from __future__ import annotations`: TFX reads the function's annotations as types.
+import json
+import logging
+import pathlib
+import time
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types.standard_artifacts import Model, ModelBlessing, PushedModel
+from tfx.utils import path_utils
+
+import musicrec
+from trainer.audio_module import MODEL_INFO_FILE
+from trainer.user_export import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
+
+
+@component
+def ServingPusher(
+    audio_model: InputArtifact[Model],
+    user_model: InputArtifact[Model],
+    model_blessing: InputArtifact[ModelBlessing],
+    serving_base_path: Parameter[str],
+    pushed_model: OutputArtifact[PushedModel],
+) -> None:
+    if not model_blessing.get_int_custom_property("blessed"):
+        pushed_model.set_int_custom_property("pushed", 0)
+        logging.warning("%s push: the model was not blessed by the evaluator; nothing pushed", musicrec.LOG_TAG)
+        return
+    from serving.export import export_serving_models
+
+    audio_dir = pathlib.Path(path_utils.serving_model_path(audio_model.uri))
+    user_dir = pathlib.Path(path_utils.serving_model_path(user_model.uri))
+    info = json.loads((audio_dir / MODEL_INFO_FILE).read_text())
+    version = int(time.time())
+    pushed = export_serving_models(
+        audio_encoder_dir=audio_dir, user_tower_dir=user_dir / USER_TOWER_DIR,
+        user_embeddings_path=user_dir / USER_EMBEDDINGS_FILE, base_path=serving_base_path, version=version,
+        context_frames=info["context_frames"],
+    )
+    pushed_model.set_int_custom_property("pushed", 1)
+    pushed_model.set_string_custom_property("pushed_destination", str(pathlib.Path(serving_base_path).resolve()))
+    pushed_model.set_int_custom_property("pushed_version", version)
+    pathlib.Path(pushed_model.uri).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(pushed_model.uri) / "pushed.json").write_text(
+        json.dumps({name: str(path) for name, path in pushed.items()}, indent=2) + "\n"
+    )
+    logging.info("%s push: version %d of %s under %s", musicrec.LOG_TAG, version, ", ".join(pushed), serving_base_path)

@@ -1,0 +1,126 @@
+"""The pipeline's configuration: one YAML file, every field documented here with its default.
+
+    musicrec run --config pipeline/configs/demo.yaml
+
+Relative paths are taken from the current directory. Unknown keys are an
+error (a typo must not silently fall back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+from musicrec.data.contract import FeedbackConfig
+from trainer.audio_branch import VARIANTS
+
+BASELINES = ("dcue", "latest_blessed", "none")
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    # --- data -----------------------------------------------------------
+    dataset_dir: str = "data/demo"  # a plain-layout dataset folder (see musicrec.data.contract)
+    # Split protocol of the audio pairs: per_user (the paper's), users, cold_tracks.
+    split_protocol: str = "per_user"
+    liked_events: List[str] = dataclasses.field(default_factory=lambda: list(FeedbackConfig.liked_events))
+    disliked_events: List[str] = dataclasses.field(default_factory=lambda: list(FeedbackConfig.disliked_events))
+    min_liked: int = 10  # users with fewer liked / disliked tracks leave the audio branch (counted)
+    min_disliked: int = 10
+    # A curated schema (schema.pbtxt) to validate against; empty: SchemaGen infers one from
+    # this run's data (then pin it: `musicrec run` prints where it is).
+    schema_file: Optional[str] = None
+
+    # --- models ---------------------------------------------------------
+    variant: str = "metric_1vs4"  # the audio-branch model (trainer.audio_branch.VARIANTS)
+    context_seconds: float = 3.0  # audio segment length; shorter audio is quarantined
+    negatives: Optional[int] = None  # disliked tracks per liked one; empty: the variant's own
+    audio_epochs: int = 10
+    audio_steps_per_epoch: Optional[int] = 150  # empty: one pass over the training triplets
+    user_epochs: int = 15
+    user_hidden: List[int] = dataclasses.field(default_factory=lambda: [128, 64])
+
+    # --- evaluation and blessing (TFMA) ---------------------------------
+    # The model is blessed only if its test AUC >= min_auc and, against the baseline,
+    # AUC - baseline AUC >= min_auc_gain. baseline: dcue (train DCUE-1vs1 on the same data,
+    # the paper's baseline), latest_blessed (the last blessed model; none on a first run),
+    # or none (value threshold only).
+    baseline: str = "dcue"
+    min_auc: float = 0.6
+    min_auc_gain: float = 0.0
+    slices: List[str] = dataclasses.field(default_factory=lambda: ["gender", "age_bucket", "country", "popularity_bucket", "genre"])
+
+    # --- where things go --------------------------------------------------
+    pipeline_name: str = "musicrec"
+    run_dir: str = "runs/pipeline"  # pipeline root (artifacts) and metadata.sqlite (MLMD)
+    serving_base_path: Optional[str] = None  # TF Serving model base path; empty: <run_dir>/serving
+    enable_cache: bool = True
+
+    # --- Beam -----------------------------------------------------------------
+    # Args for every Beam-based component (StatisticsGen, Transform, Evaluator, ...), e.g.
+    # ["--runner=DataflowRunner", "--project=P", "--region=R", "--temp_location=gs://B/tmp"]
+    # or ["--runner=FlinkRunner", "--flink_master=HOST:8081", "--environment_type=EXTERNAL"].
+    beam_args: List[str] = dataclasses.field(default_factory=lambda: ["--direct_running_mode=in_memory"])
+    # Extra args for the audio feature component only (decoding dominates: use every core).
+    audio_beam_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    )
+
+    # --- Kubeflow / Vertex (musicrec compile) ------------------------------------
+    image: str = "musicrec:latest"  # container image with this project installed
+    remote_pipeline_root: str = "gs://YOUR_BUCKET/musicrec"
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, not {self.variant!r}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
+        FeedbackConfig(liked_events=tuple(self.liked_events), disliked_events=tuple(self.disliked_events))
+
+    @classmethod
+    def from_yaml(cls, path) -> "PipelineConfig":
+        raw = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Dict[str, Any]) -> "PipelineConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"unknown configuration keys {unknown}; known keys: {sorted(known)}")
+        return cls(**raw)
+
+    @property
+    def pipeline_root(self) -> pathlib.Path:
+        return pathlib.Path(self.run_dir).resolve() / "pipeline_root"
+
+    @property
+    def metadata_path(self) -> pathlib.Path:
+        return pathlib.Path(self.run_dir).resolve() / "metadata.sqlite"
+
+    @property
+    def serving_path(self) -> pathlib.Path:
+        return pathlib.Path(self.serving_base_path or pathlib.Path(self.run_dir) / "serving").resolve()
+
+    @property
+    def feedback(self) -> FeedbackConfig:
+        return FeedbackConfig(
+            liked_events=tuple(self.liked_events), disliked_events=tuple(self.disliked_events),
+            min_liked=self.min_liked, min_disliked=self.min_disliked,
+        )
+
+
+def fingerprint(paths) -> str:
+    """A digest of the names, sizes and modification times of the given files (and of every file
+    under given folders): it changes whenever the data does, and costs no reading."""
+    digest = hashlib.sha256()
+    for path in sorted(pathlib.Path(p) for p in paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            stat = file.stat() if file.exists() else None
+            digest.update(f"{file}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
+    return digest.hexdigest()[:16]
