@@ -84,6 +84,10 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     if int(version) < 1:
         raise ValueError(f"TF Serving versions are positive integers; got {version}")
     base = pathlib.Path(base_path)
+    dirs = {name: base / name / str(int(version)) for name in MODEL_NAMES}
+    for path in dirs.values():
+        if path.exists():
+            raise FileExistsError(f"{path} exists: TF Serving versions are immutable; export a new version")
     encoder = tf.saved_model.load(str(audio_encoder_dir))
     if EMBED_LOG_MEL_SIGNATURE not in encoder.signatures:
         raise ValueError(f"{audio_encoder_dir} has no '{EMBED_LOG_MEL_SIGNATURE}' signature (an audio_encoder export)")
@@ -92,10 +96,6 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     if users.vectors.shape[1] != audio_dim:
         raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
 
-    dirs = {name: base / name / str(int(version)) for name in MODEL_NAMES}
-    for path in dirs.values():
-        if path.exists():
-            raise FileExistsError(f"{path} exists: TF Serving versions are immutable; export a new version")
     _save(AudioEmbedder(encoder, context_frames), dirs[graphs.AUDIO_EMBEDDER])
     recommender = ColdStartRecommender(encoder, context_frames, users, max_k)
     _save(recommender, dirs[graphs.RECOMMENDER])

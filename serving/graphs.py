@@ -77,15 +77,15 @@ class TrackEmbedding:
         """[batch, samples] float32 at 22050 Hz (rows padded past num_samples) -> [batch, d]."""
         samples = tf.shape(waveform)[1]
         checks = [
-            _fail_unless(tf.equal(sample_rate, self.config.sample_rate), "sample_rate must be", self.config.sample_rate,
-                         "Hz (resample before sending; the musicrec client does); got", sample_rate),
+            _fail_unless(tf.equal(sample_rate, self.config.sample_rate), f"sample_rate must be {self.config.sample_rate} Hz "
+                         "(resample before sending; the musicrec client does); got", sample_rate),
             _fail_unless(tf.equal(tf.shape(num_samples)[0], tf.shape(waveform)[0]) &
                          tf.equal(tf.shape(sample_rate)[0], tf.shape(waveform)[0]),
                          "waveform, num_samples and sample_rate must have the same batch size"),
             _fail_unless(num_samples > 0, "empty audio: num_samples must be positive; got", num_samples),
-            _fail_unless(num_samples <= samples, "num_samples exceeds the waveform's length", samples, "; got", num_samples),
-            _fail_unless(num_samples >= self.min_samples, "audio too short: at least", self.min_samples,
-                         "samples (", self.context_frames, "log-mel frames, one context segment) are needed; got", num_samples),
+            _fail_unless(num_samples <= samples, "num_samples cannot exceed the waveform's length of", samples, "; got", num_samples),
+            _fail_unless(num_samples >= self.min_samples, f"audio too short: at least {self.min_samples} samples "
+                         f"({self.context_frames} log-mel frames, one context segment) are needed; got", num_samples),
         ]
         with tf.control_dependencies(checks):
             num_samples = tf.minimum(num_samples, self.config.max_samples)
@@ -161,8 +161,8 @@ class UserIndex(tf.Module):
         """[batch, d] AEs, [batch] k -> user_ids, scores [batch, max(k)] (cosines, best first); rows
         asking fewer than the batch's largest k are padded with '' ids and zero scores."""
         checks = [
-            _fail_unless((k >= 1) & (k <= self.max_k), "k must be between 1 and", self.max_k,
-                         "(the recommender's maximum, at most the number of users); got", k),
+            _fail_unless((k >= 1) & (k <= self.max_k), f"k must be between 1 and {self.max_k} "
+                         "(this recommender returns at most that many users); got", k),
             _fail_unless(tf.equal(tf.shape(k)[0], tf.shape(audio_embedding)[0]), "k needs one value per audio input"),
         ]
         with tf.control_dependencies(checks):
