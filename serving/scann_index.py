@@ -109,3 +109,13 @@ def recommender_table(models_dir) -> Tuple[np.ndarray, np.ndarray]:
     reader = tf.train.load_checkpoint(str(latest_version(pathlib.Path(models_dir) / RECOMMENDER) / "variables" / "variables"))
     value = lambda name: reader.get_tensor(f"index/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa: E731
     return value("user_ids").astype(str), value("user_vectors")
+
+
+def clustered_vectors(n: int, dim: int = 40, clusters: int = 1000, spread: float = 0.35, seed: int = 0) -> np.ndarray:
+    """Synthetic UEs for measuring recall and speed: unit vectors around `clusters` random centres
+    (real UEs cluster by taste; uniform random vectors are the worst case for any ANN index)."""
+    rng = np.random.default_rng(seed)
+    centres = normalised(rng.standard_normal((clusters, dim), dtype=np.float32))
+    vectors = centres[rng.integers(0, clusters, n)]
+    vectors += rng.standard_normal((n, dim), dtype=np.float32) * (spread / np.sqrt(dim))
+    return normalised(vectors)
