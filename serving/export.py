@@ -96,9 +96,9 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     if users.vectors.shape[1] != audio_dim:
         raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
 
-    _save(AudioEmbedder(encoder, context_frames), dirs[graphs.AUDIO_EMBEDDER])
+    save_model(AudioEmbedder(encoder, context_frames), dirs[graphs.AUDIO_EMBEDDER])
     recommender = ColdStartRecommender(encoder, context_frames, users, max_k)
-    _save(recommender, dirs[graphs.RECOMMENDER])
+    save_model(recommender, dirs[graphs.RECOMMENDER])
     # The user tower already holds its vocabulary lookups and normalisation; it is
     # copied as exported (byte for byte) and only gains warm-up requests.
     shutil.copytree(str(user_tower_dir), str(dirs[graphs.USER_EMBEDDER]))
@@ -113,7 +113,7 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     return dirs
 
 
-def _save(module, path: pathlib.Path) -> None:
+def save_model(module, path: pathlib.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(path), signatures=module.signatures())
 

@@ -27,7 +27,8 @@ USER_IDS_FILE = "user_ids.npy"
 @dataclasses.dataclass(frozen=True)
 class ScannConfig:
     """Tree (k-means partitions) + anisotropic hashing + exact re-scoring of the best candidates.
-    None: chosen from the number of users (about sqrt(n) leaves)."""
+    None: chosen from the number of users: no tree under `tree_from` users (hashing every user
+    is already fast), else about sqrt(n) leaves, a 25th of them searched."""
 
     num_leaves: Optional[int] = None
     leaves_to_search: Optional[int] = None
@@ -35,9 +36,10 @@ class ScannConfig:
     training_sample: int = 250_000
     dims_per_block: int = 2
     anisotropic_threshold: float = 0.2
+    tree_from: int = 100_000
 
     def leaves(self, n: int) -> Tuple[int, int]:
-        leaves = self.num_leaves or max(1, min(int(math.sqrt(n)), n // 100))
+        leaves = self.num_leaves or (1 if n < self.tree_from else int(math.sqrt(n)))
         return leaves, self.leaves_to_search or max(1, min(leaves, int(math.ceil(leaves / 25))))
 
 
