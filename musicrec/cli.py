@@ -81,13 +81,49 @@ def cmd_reproduce_table1(args):
     print(f"Written to {args.out}/table1.md and table1.json")
 
 
-def cmd_demo(args):
-    from pipeline.demo import DemoConfig, run_demo
+def _pipeline_config(args):
+    from pipeline.config import PipelineConfig
 
-    run_demo(DemoConfig(
-        data_dir=args.data_dir, work_dir=args.work_dir, size=args.size, seed=args.seed, user_epochs=args.user_epochs,
-        audio_epochs=args.audio_epochs, audio_steps_per_epoch=args.audio_steps_per_epoch,
-    ))
+    config = PipelineConfig.from_yaml(args.config)
+    overrides = {key: value for key, value in (("dataset_dir", args.dataset), ("run_dir", args.run_dir)) if value}
+    return PipelineConfig.from_dict({**config.__dict__, **overrides})
+
+
+def _add_pipeline_args(parser, default_config=None):
+    parser.add_argument("--config", required=default_config is None, default=default_config,
+                        help="pipeline configuration YAML (keys and defaults: pipeline/config.py)")
+    parser.add_argument("--dataset", help="override the configuration's dataset_dir")
+    parser.add_argument("--run-dir", help="override the configuration's run_dir")
+
+
+def cmd_demo(args):
+    from pipeline.demo import run_demo
+
+    run_demo(_pipeline_config(args), size=args.size, seed=args.seed)
+
+
+def cmd_run(args):
+    from pipeline.demo import summarize
+    from pipeline.runner import run_local
+
+    config = _pipeline_config(args)
+    summarize(config, run_local(config))
+
+
+def cmd_compile(args):
+    from pipeline.runner import compile_kubeflow
+
+    path = compile_kubeflow(_pipeline_config(args), args.out)
+    print(f"Kubeflow V2 pipeline spec written to {path} (submit it to Kubeflow Pipelines or Vertex AI Pipelines)")
+
+
+def cmd_show_eval(args):
+    from pipeline.evaluation import find_evaluation, write_report
+
+    evaluation = find_evaluation(args.run)
+    print(f"Evaluation {evaluation.path}\n{evaluation.table()}\n{evaluation.decision()}")
+    out = write_report(evaluation, args.out or pathlib.Path(args.run) / "evaluation")
+    print(f"Plots and an HTML page written to {out} (open {out / 'index.html'})")
 
 
 def cmd_oracle(args):
@@ -100,13 +136,19 @@ def cmd_oracle(args):
     print(json.dumps({"pairs": len(labels), "oracle_auc": oracle_auc(GroundTruth.load(args.dataset), labels)}))
 
 
-class _BeamLogFilter(logging.Filter):
-    """Beam relays every worker's log chatter as protobuf text; keep errors and our
-    own progress lines, and show those as plain messages."""
+class _QuietLogFilter(logging.Filter):
+    """Beam relays every worker's log chatter as protobuf text, and TFX logs every
+    component's IR: keep warnings, errors, TFX's component progress and our own
+    progress lines, and show relayed ones as plain messages."""
 
     _RELAYED = re.compile(r'message: "(.*?)" (?:instruction_id|log_location|transform_id)')
+    # TFX's runner logs each component's whole IR at INFO; keep its one-line progress.
+    _TFX_PROGRESS = re.compile(r"^Component \S+ is (running|finished)")
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "absl" and record.levelno < logging.WARNING:
+            text = record.getMessage()
+            return bool(self._TFX_PROGRESS.search(text)) or musicrec.LOG_TAG in text
         if not record.name.startswith("apache_beam"):
             return True
         text = record.getMessage()
@@ -121,7 +163,7 @@ class _BeamLogFilter(logging.Filter):
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_BeamLogFilter())
+        handler.addFilter(_QuietLogFilter())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,15 +220,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feedback_args(p)
     p.set_defaults(func=cmd_reproduce_table1)
 
-    p = sub.add_parser("demo", help="the main job on the embedded default dataset (generated if missing)")
-    p.add_argument("--data-dir", default="data/demo")
-    p.add_argument("--work-dir", default="runs/demo")
-    p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo")
+    p = sub.add_parser("demo", help="the main job: the TFX pipeline on the embedded default dataset (generated if missing)")
+    _add_pipeline_args(p, default_config=str(pathlib.Path(__file__).resolve().parent.parent / "pipeline" / "configs" / "demo.yaml"))
+    p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo", help="size of the generated dataset")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--user-epochs", type=int, default=15, help="user-branch training epochs")
-    p.add_argument("--audio-epochs", type=int, default=10, help="audio-branch training epochs")
-    p.add_argument("--audio-steps-per-epoch", type=int, default=150, help="audio-branch steps per epoch")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="run the TFX pipeline locally (LocalDagRunner, SQLite MLMD, caching)")
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines / Vertex AI (Kubeflow V2 JSON)")
+    _add_pipeline_args(p)
+    p.add_argument("--target", choices=["kubeflow"], default="kubeflow")
+    p.add_argument("--out", default="pipeline.json", help="output JSON file (default pipeline.json)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("show-eval", help="print the TFMA metrics per slice of a run and write plots + HTML")
+    p.add_argument("run", nargs="?", default="runs/demo", help="run folder (its latest evaluation) or an Evaluator output folder")
+    p.add_argument("--out", help="where to write the plots and HTML (default RUN/evaluation)")
+    p.set_defaults(func=cmd_show_eval)
     return parser
 
 

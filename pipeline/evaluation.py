@@ -1,0 +1,208 @@
+"""`musicrec show-eval`: the TFMA evaluation of a pipeline run as a table, plots and an HTML page.
+
+The evaluation is found through the run's MLMD store (the latest
+ModelEvaluation artifact and its blessing), or given as the Evaluator's
+output folder. The same folder opens in TFMA's own notebook viewer:
+
+    import tensorflow_model_analysis as tfma
+    result = tfma.load_eval_result("<evaluation folder>", model_name="candidate")
+    tfma.view.render_slicing_metrics(result, slicing_column="genre")
+    tfma.view.render_plot(result)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import logging
+import pathlib
+from typing import Dict, List, Optional
+
+import pandas as pd
+import tensorflow_model_analysis as tfma
+
+COLUMNS = ("example_count", "auc", "precision", "recall", "binary_accuracy", "calibration", "mean_label", "mean_prediction")
+OVERALL = "Overall"
+
+
+@dataclasses.dataclass
+class Evaluation:
+    path: pathlib.Path
+    metrics: pd.DataFrame  # one row per slice (feature, value): the model's metrics, the baseline's AUC beside
+    validation_ok: bool
+    failures: List[str]
+    blessed: Optional[bool] = None
+    calibration: Optional[pd.DataFrame] = None  # overall: mean prediction, share liked, count per bin
+
+    def overall(self) -> Dict[str, float]:
+        return self.metrics[self.metrics["slice"] == OVERALL].iloc[0].to_dict()
+
+    def table(self) -> str:
+        frame = self.metrics.copy()
+        for column in frame.columns:
+            if column not in ("slice", "value", "example_count"):
+                frame[column] = frame[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+        frame["example_count"] = frame["example_count"].map(lambda v: f"{int(v)}")
+        return frame.to_string(index=False)
+
+    def decision(self) -> str:
+        state = {True: "BLESSED", False: "NOT BLESSED"}.get(self.blessed, "blessing unknown")
+        lines = [f"{state}: the model {'passed' if self.validation_ok else 'failed'} the evaluation thresholds"]
+        return "\n".join(lines + [f"  - {failure}" for failure in self.failures])
+
+
+def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
+    """Reads an Evaluator output folder (metrics of the model and, if any, of the baseline)."""
+    path = pathlib.Path(path)
+    names = _model_names(path)
+    model = _slice_metrics(tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None))
+    if "baseline" in names:
+        baseline = _slice_metrics(tfma.load_eval_result(str(path), model_name="baseline"))[["slice", "value", "auc"]]
+        model = model.merge(baseline.rename(columns={"auc": "baseline_auc"}), on=["slice", "value"], how="left")
+    validation = tfma.load_validation_result(str(path))
+    failures = [
+        f"{_slice_name(failure.slice_key)}: {c.metric_key.name} = {c.metric_value.double_value.value:.4f} "
+        f"fails {' '.join(str(c.metric_threshold).split())}" + (f" ({c.message})" if c.message else "")
+        for failure in validation.metric_validations_per_slice
+        for c in failure.failures
+    ]
+    return Evaluation(path, model, validation.validation_ok, failures, blessed, _calibration(path, names))
+
+
+def latest_evaluation(run_dir) -> Evaluation:
+    """The latest evaluation recorded in `<run_dir>/metadata.sqlite`, with its blessing."""
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    db = pathlib.Path(run_dir) / "metadata.sqlite"
+    if not db.exists():
+        raise FileNotFoundError(f"no pipeline run in {run_dir} (no metadata.sqlite); run `musicrec run` first")
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(db)))
+    evaluations = store.get_artifacts_by_type("ModelEvaluation")
+    if not evaluations:
+        raise FileNotFoundError(f"the run in {run_dir} has no evaluation yet")
+    blessings = store.get_artifacts_by_type("ModelBlessing")
+    blessed = None
+    if blessings:
+        properties = max(blessings, key=lambda a: a.id).custom_properties
+        blessed = bool(properties["blessed"].int_value) if "blessed" in properties else None
+    return load_evaluation(max(evaluations, key=lambda a: a.id).uri, blessed)
+
+
+def find_evaluation(run_or_path) -> Evaluation:
+    """A run folder (its latest evaluation) or an Evaluator output folder."""
+    path = pathlib.Path(run_or_path)
+    if (path / "metadata.sqlite").exists():
+        return latest_evaluation(path)
+    if (path / "eval_config.json").exists():
+        return load_evaluation(path)
+    raise FileNotFoundError(f"{path} is neither a pipeline run folder (metadata.sqlite) nor an Evaluator output folder")
+
+
+def write_report(evaluation: Evaluation, out_dir) -> pathlib.Path:
+    """auc_by_slice.png, calibration.png, metrics.csv and index.html under `out_dir`."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluation.metrics.to_csv(out / "metrics.csv", index=False)
+    _plot_auc_by_slice(evaluation.metrics, out / "auc_by_slice.png")
+    if evaluation.calibration is not None and len(evaluation.calibration):
+        _plot_calibration(evaluation.calibration, out / "calibration.png")
+    page = (
+        "<html><head><meta charset='utf-8'><title>musicrec evaluation</title></head><body>"
+        f"<h1>Evaluation</h1><p>{html.escape(str(evaluation.path))}</p>"
+        f"<pre>{html.escape(evaluation.decision())}</pre>"
+        "<img src='auc_by_slice.png'> <img src='calibration.png'>"
+        f"<pre>{html.escape(evaluation.table())}</pre></body></html>"
+    )
+    (out / "index.html").write_text(page)
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_auc_by_slice(frame: pd.DataFrame, path: pathlib.Path) -> None:
+    plt = _pyplot()
+    labels = [OVERALL if s == OVERALL else f"{s}={v}" for s, v in zip(frame["slice"], frame["value"])]
+    figure, axis = plt.subplots(figsize=(8, max(3, 0.3 * len(frame))))
+    rows = list(range(len(frame)))
+    axis.barh([r - 0.2 for r in rows], frame["auc"], height=0.4, label="model")
+    if "baseline_auc" in frame:
+        axis.barh([r + 0.2 for r in rows], frame["baseline_auc"], height=0.4, label="baseline")
+    axis.set_yticks(rows, labels)
+    axis.invert_yaxis()
+    axis.axvline(0.5, color="grey", linestyle=":", label="chance")
+    axis.set_xlabel("test AUC (liked vs disliked)")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_calibration(calibration: pd.DataFrame, path: pathlib.Path) -> None:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    axis.scatter(calibration["mean_prediction"], calibration["mean_label"],
+                 s=10 + 90 * calibration["count"] / calibration["count"].max())
+    axis.set_xlabel("mean predicted P(liked)")
+    axis.set_ylabel("share liked")
+    axis.set_title("Calibration (test pairs)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _model_names(path: pathlib.Path) -> List[str]:
+    """TFMA names the models 'candidate' and 'baseline' when there is a baseline."""
+    config = json.loads((path / "eval_config.json").read_text())
+    return [spec.get("name", "") for spec in config.get("evalConfig", {}).get("modelSpecs", [])]
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for key in slice_key.single_slice_keys:
+        value = key.bytes_value.decode() if key.HasField("bytes_value") else (key.float_value or key.int64_value)
+        parts.append(f"{key.column}={value}")
+    return ", ".join(parts) or OVERALL
+
+
+def _slice_metrics(result) -> pd.DataFrame:
+    rows = []
+    for slice_key, by_output in result.slicing_metrics:
+        values = by_output.get("", {}).get("", {})
+        feature, value = slice_key[0] if slice_key else (OVERALL, "")
+        rows.append({"slice": feature, "value": str(value), **{name: values.get(name, {}).get("doubleValue") for name in COLUMNS}})
+    frame = pd.DataFrame(rows)
+    frame["order"] = frame["slice"] != OVERALL
+    return frame.sort_values(["order", "slice", "value"]).drop(columns="order").reset_index(drop=True)
+
+
+def _calibration(path: pathlib.Path, names: List[str]) -> Optional[pd.DataFrame]:
+    """The overall calibration histogram, TFMA's fine buckets summed into ten bins of P(liked)."""
+    try:
+        plots = tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None).plots
+    except Exception as error:  # noqa: BLE001 (plots are optional in a user's eval config)
+        logging.warning("no plots in %s: %s", path, error)
+        return None
+    for slice_key, by_output in plots:
+        if slice_key:
+            continue
+        buckets = by_output.get("", {}).get("", {}).get("calibrationHistogramBuckets", {}).get("buckets", [])
+        frame = pd.DataFrame(
+            [(b.get("upperThresholdExclusive", 1.0), b["numWeightedExamples"], b["totalWeightedLabel"],
+              b["totalWeightedRefinedPrediction"]) for b in buckets if b.get("numWeightedExamples", 0) > 0],
+            columns=["upper", "count", "labels", "predictions"],
+        )
+        frame["bin"] = (frame["upper"].clip(0, 1) * 10).clip(upper=9.999).astype(int)
+        sums = frame.groupby("bin")[["count", "labels", "predictions"]].sum()
+        return pd.DataFrame({"mean_prediction": sums["predictions"] / sums["count"],
+                             "mean_label": sums["labels"] / sums["count"], "count": sums["count"]}).reset_index(drop=True)
+    return None
