@@ -56,17 +56,18 @@ K = 100
 SIZES = (10_000, 100_000, 2_000_000)
 BRUTE_FORCE_SHARE = 0.8
 SCANN_QPS, SCANN_RECALL = 2000.0, 0.95
+ROUNDS = 3
 
 
 def rate(fn, queries: np.ndarray, min_seconds: float = 2.0) -> float:
-    """Queries per second of fn(query) over the queries (cycled until min_seconds have passed)."""
+    """Queries per second of fn(query), cycling through the queries for at least min_seconds (and 20 calls)."""
     fn(queries[0])
     done, started = 0, time.perf_counter()
     while True:
         fn(queries[done % len(queries)])
         done += 1
         elapsed = time.perf_counter() - started
-        if elapsed >= min_seconds and done >= len(queries):
+        if elapsed >= min_seconds and done >= min(len(queries), 20):
             return done / elapsed
 
 
@@ -84,13 +85,20 @@ def bench_size(n: int, queries_count: int, seed: int) -> dict:
     brute = tf.function(lambda q: index.top_k(q, tf.constant([K]))["scores"])
     scores = tf.function(lambda q: graphs.exact_top_k(tf.matmul(q, index.user_vectors, transpose_b=True), K)[1])
     exact = np.concatenate([scores(tf.constant(queries[i : i + 50])).numpy() for i in range(0, len(queries), 50)])
-    row = {"users": n, "bandwidth_reference_qps": rate(lambda q: users.sum(), queries[:5])}
-    row["brute_force_tf_qps"] = rate(lambda q: brute(tf.constant(q[None])), queries)
-    row["brute_force_numpy_qps"] = rate(lambda q: numpy_top_k(users, q), queries)
     started = time.perf_counter()
     scann = ScannUserIndex.build(ids, users, k=K)
-    row["scann_build_seconds"] = time.perf_counter() - started
-    row["scann_qps"] = rate(lambda q: scann.searcher.search(q, final_num_neighbors=K), queries)
+    row = {"users": n, "scann_build_seconds": time.perf_counter() - started}
+    contenders = {
+        "bandwidth_reference_qps": lambda q: users.sum(),
+        "brute_force_tf_qps": lambda q: brute(tf.constant(q[None])),
+        "brute_force_numpy_qps": lambda q: numpy_top_k(users, q),
+        "scann_qps": lambda q: scann.searcher.search(q, final_num_neighbors=K),
+    }
+    # Rounds interleave the contenders and the best round counts, so a busy moment on a
+    # shared machine does not land on one contender only.
+    for _ in range(ROUNDS):
+        for key, fn in contenders.items():
+            row[key] = max(row.get(key, 0.0), rate(fn, queries, min_seconds=1.0))
     found = np.stack([scann.searcher.search(q, final_num_neighbors=K)[0] for q in queries])
     row["scann_recall_at_100"] = recall_at_k(found, exact)
     row["brute_force_share_of_bandwidth"] = row["brute_force_tf_qps"] / row["bandwidth_reference_qps"]

@@ -1,3 +1,14 @@
-"""TF Serving export, configuration, warm-up, clients and the cold-start recommender."""
+"""TF Serving export, configuration, warm-up, clients and the cold-start recommender (docs/serving.md).
+
+  graphs        the serving graphs in core TF ops: track AE from audio, exact top-k over the UE table
+  export        export_serving_models: the three TF Serving models, models.config, batching parameters
+  warmup        TF Serving warm-up requests (PredictionLog records)
+  repository    exported models loaded in-process, answering TF Serving's requests and errors
+  rest          TF Serving's REST JSON encoding
+  client        REST, gRPC and in-process clients; embed_track, recommend_users
+  dev_server    development stand-in for TF Serving (REST + gRPC), not a replacement
+  scann_index   optional ScaNN index over the UEs, in-process
+  cli           the serving subcommands of `musicrec` (register)
+"""
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
