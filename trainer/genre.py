@@ -92,10 +92,11 @@ def evaluate_feature_set(name: str, features: Dict[str, np.ndarray], genres: Dic
     predicted = model.predict(features[test_split])
     recalls = recall_score(genres[test_split], predicted, labels=labels, average=None, zero_division=0)
     pca_dims = model.named_steps["pca"].n_components_
-    note = "" if pca_dims == config.pca_dims else (
-        f"PCA kept {pca_dims} components, not {config.pca_dims}: {x_train.shape[1]} feature dimensions and "
-        f"{x_train.shape[0]} training tracks (at most half as many whitened components as tracks)"
-    )
+    note = ""
+    if pca_dims < config.pca_dims:
+        limit = (f"the features have {x_train.shape[1]} dimensions" if pca_dims == x_train.shape[1] else
+                 f"{x_train.shape[0]} training tracks support at most {pca_dims} whitened components (half as many)")
+        note = f"PCA kept {pca_dims} components, not {config.pca_dims}: {limit}"
     return FeatureSetResult(
         name=name, dims=int(x_train.shape[1]), pca_dims=int(pca_dims), accuracy=accuracy,
         per_class={g: float(r) for g, r in zip(labels, recalls)},
