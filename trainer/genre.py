@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -115,7 +115,7 @@ def chance_accuracy(genres: Dict[str, np.ndarray], seed: int = 0, test_split: st
 
 
 def format_table2(results: Sequence[FeatureSetResult], chance: Dict[str, float], paper_column: str = "",
-                  paper_rows: Dict[str, str] = None) -> str:
+                  paper_rows: Optional[Dict[str, str]] = None) -> str:
     """Markdown in the shape of Table 2 (accuracy per feature set), then per-class accuracy."""
     paper_rows = paper_rows or {}
     has_validation = any("validation" in r.accuracy for r in results)
