@@ -13,7 +13,7 @@ import json
 import sys
 import time
 
-from serving.client import DEFAULT_MODELS_DIR
+from serving import DEFAULT_MODELS_DIR
 
 SERVE_DEV_HELP = ("development stand-in for TF Serving (REST :predict/status/metadata + gRPC PredictionService) over "
                   "the pushed models; NOT a replacement for TF Serving: no batching, reloading or monitoring")

@@ -118,8 +118,9 @@ class TrackEmbedding:
 
 
 def exact_top_k(scores: tf.Tensor, k: tf.Tensor, block: int = TOP_K_BLOCK):
-    """Same result as `tf.math.top_k(scores, k)` (ties to the lower index), about twice as fast
-    for millions of scores: `top_k` over the whole row is slower than the matmul that made it.
+    """Same result as `tf.math.top_k(scores, k)` (ties to the lower index), faster for millions of
+    scores: `top_k` over a 2M row costs most of what the matmul that made it costs, so a whole
+    query runs about 1.4x faster this way (one core).
 
     The k best scores lie in the k blocks with the best maxima, so only those
     k * block candidates are ranked; blocks are kept in index order so ties
