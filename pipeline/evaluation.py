@@ -179,7 +179,7 @@ def _slice_metrics(result) -> pd.DataFrame:
     for slice_key, by_output in result.slicing_metrics:
         values = by_output.get("", {}).get("", {})
         feature, value = slice_key[0] if slice_key else (OVERALL, "")
-        rows.append({"slice": feature, "value": str(value), **{name: values.get(name, {}).get("doubleValue") for name in COLUMNS}})
+        rows.append({"slice": feature, "value": str(value), **{name: float(values.get(name, {}).get("doubleValue", "nan")) for name in COLUMNS}})
     frame = pd.DataFrame(rows)
     frame["order"] = frame["slice"] != OVERALL
     return frame.sort_values(["order", "slice", "value"]).drop(columns="order").reset_index(drop=True)

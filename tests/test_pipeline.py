@@ -1,0 +1,144 @@
+"""The TFX pipeline end to end on the tiny dataset: artifacts, TFMA, blessing, push, cache, anomalies, Kubeflow."""
+
+import dataclasses
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from components.anomalies_gate import DataAnomaliesError
+from pipeline.config import PipelineConfig
+from pipeline.evaluation import find_evaluation, write_report
+from pipeline.runner import compile_kubeflow, last_run_states, latest_output, run_local
+
+COMPONENTS = {
+    "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
+    "Transform", "UserTrainer", "AudioTrainer", "BaselineTrainer", "Evaluator", "ServingPusher",
+}
+
+
+def tiny_config(dataset, run_dir, **overrides) -> PipelineConfig:
+    """Short training; thresholds every model passes unless a test says otherwise."""
+    settings = dict(
+        dataset_dir=str(dataset), run_dir=str(run_dir), user_epochs=3, audio_epochs=2, audio_steps_per_epoch=5,
+        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[],
+    )
+    return PipelineConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_dataset, tmp_path_factory):
+    config = tiny_config(tiny_dataset, tmp_path_factory.mktemp("pipeline"))
+    outputs = run_local(config)
+    return config, outputs, last_run_states(config)
+
+
+def test_every_component_runs_and_every_artifact_loads(first_run):
+    config, outputs, states = first_run
+    assert set(states) == COMPONENTS and set(states.values()) == {"COMPLETE"}
+
+    features = latest_output(config, "AudioFeatures", "features")
+    quarantine = (latest_output(config, "AudioFeatures", "quarantine") / "quarantine.jsonl").read_text().splitlines()
+    statuses = {json.loads(line)["status"] for line in quarantine}
+    assert {"missing", "unreadable", "silent", "too_short"} <= statuses  # the generator's planted faults
+    assert len(list(features.glob("log_mel-*"))) >= 1
+
+    pairs = latest_output(config, "ListeningDataGen", "audio_pairs")
+    assert {p.name for p in pairs.iterdir() if p.is_dir()} == {"Split-train", "Split-eval", "Split-test", "Split-user_queries"}
+    report = json.loads((pairs / "ingestion_report.json").read_text())
+    assert report["audio_pairs.test"] > 0 and "malformed_rows" in report
+
+    assert (latest_output(config, "SchemaGen", "schema") / "schema.pbtxt").exists()
+    transform_graph = latest_output(config, "Transform", "transform_graph")
+    import tensorflow_transform as tft
+
+    assert len(tft.TFTransformOutput(str(transform_graph)).vocabulary_by_name("track_id")) > 10
+
+    user_model = latest_output(config, "UserTrainer", "model") / "Format-Serving"
+    assert "embed_user" in tf.saved_model.load(str(user_model / "user_tower")).signatures
+    audio_model = tf.saved_model.load(str(latest_output(config, "AudioTrainer", "model") / "Format-Serving"))
+    assert {"embed_log_mel", "score_examples"} <= set(audio_model.signatures)
+
+    evaluation_dir = latest_output(config, "Evaluator", "evaluation")
+    result = tfma.load_eval_result(str(evaluation_dir), model_name="candidate")
+    sliced = {key[0][0] if key else "Overall" for key, _ in result.slicing_metrics}
+    assert {"Overall", "gender", "age_bucket", "country", "popularity_bucket", "genre"} <= sliced
+
+
+def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
+    config, outputs, _ = first_run
+    evaluation = find_evaluation(config.run_dir)
+    assert evaluation.blessed is True and evaluation.validation_ok
+    report = write_report(evaluation, pathlib.Path(config.run_dir) / "evaluation")
+    assert (report / "auc_by_slice.png").stat().st_size > 0 and (report / "index.html").exists()
+
+    base = pathlib.Path(outputs["serving"])
+    assert (base / "models.config").exists()
+    for name in ("audio_embedder", "user_embedder", "cold_start_recommender"):
+        versions = [p for p in (base / name).iterdir() if p.name.isdigit()]
+        assert len(versions) == 1, name
+    audio = tf.saved_model.load(str(next((base / "audio_embedder").iterdir()))).signatures["serving_default"]
+    waveform = np.sin(np.arange(22050 * 4) * 2 * np.pi * 440 / 22050).astype(np.float32)[None, :]
+    embedding = audio(waveform=waveform, num_samples=tf.constant([waveform.shape[1]]), sample_rate=tf.constant([22050]))
+    assert embedding["audio_embedding"].shape == (1, 40) and np.all(np.isfinite(embedding["audio_embedding"]))
+    user = tf.saved_model.load(str(next((base / "user_embedder").iterdir()))).signatures["serving_default"]
+    inputs = {  # a user with an empty history: demographics alone
+        name: tf.fill([1] + spec.shape[1:].as_list(), "" if spec.dtype == tf.string else 30.0)
+        for name, spec in user.structured_input_signature[1].items()
+    }
+    assert next(iter(user(**inputs).values())).shape == (1, 40)
+
+
+def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):
+    config, _, _ = first_run
+    run_local(config)
+    assert set(last_run_states(config).values()) == {"CACHED"}
+
+    strict = dataclasses.replace(config, min_auc=0.99)
+    run_local(strict)
+    states = last_run_states(strict)
+    assert states["Evaluator"] == "COMPLETE" and states["AudioTrainer"] == "CACHED"
+    evaluation = find_evaluation(strict.run_dir)
+    assert evaluation.overall()["auc"] < 0.99
+    assert evaluation.blessed is False and not evaluation.validation_ok
+    assert any("auc" in failure for failure in evaluation.failures)
+    pushed = latest_output(strict, "ServingPusher", "pushed_model")
+    assert not (pushed / "pushed.json").exists()
+
+
+def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path):
+    config, _, _ = first_run
+    schema = latest_output(config, "SchemaGen", "schema") / "schema.pbtxt"
+    changed = tmp_path / "data"
+    shutil.copytree(config.dataset_dir, changed)
+    with open(changed / "interactions.csv", "a") as log:  # a new event type appears in the log
+        log.write("".join(f"u{i:05d},t{i:05d},2024-06-01T00:00:00Z,share\n" for i in range(1, 40)))
+    drifted = dataclasses.replace(config, dataset_dir=str(changed), schema_file=str(schema))
+    with pytest.raises(Exception) as raised:
+        run_local(drifted)
+    error = raised.value
+    while not isinstance(error, DataAnomaliesError) and error.__cause__ is not None:
+        error = error.__cause__
+    assert isinstance(error, DataAnomaliesError)
+    assert "event" in str(error) and "share" in str(error)
+    states = last_run_states(drifted)
+    assert "Transform" not in states or states["Transform"] not in ("COMPLETE", "CACHED")
+
+
+def test_kubeflow_v2_compile_names_every_component_with_its_container(first_run, tmp_path):
+    config, _, _ = first_run
+    spec = json.loads(compile_kubeflow(dataclasses.replace(config, image="registry.example/musicrec:1"), tmp_path / "pipeline.json").read_text())
+    pipeline_spec = spec.get("pipelineSpec", spec)
+    tasks = pipeline_spec["root"]["dag"]["tasks"]
+    assert set(tasks) == COMPONENTS
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    assert len(executors) == len(COMPONENTS)
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == "registry.example/musicrec:1"
+        assert container["command"] and container["args"]
+    assert any("components.audio_trainer.component.AudioTrainerExecutor" in " ".join(e["container"]["args"]) for e in executors.values())
