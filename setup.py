@@ -28,7 +28,19 @@ setup(
         "pyarrow",
         "pyyaml",
         "tqdm",
+        "matplotlib",
+        "librosa",  # musicnn's front end (genre-eval); also the log-mel reference in tests
+        "tensorflow-serving-api",
+        "tensorflow-model-analysis",
+        "tensorflow-transform",
+        "kfp",
+        "scann",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout", "librosa"]},
+    extras_require={"test": ["pytest", "pytest-timeout"]},
+    package_data={
+        "musicrec.genre": ["splits/gtzan/*.txt", "splits/gtzan/README.md"],
+        "pipeline": ["configs/*.yaml"],
+        "serving": ["*.yml", "*.yaml"],
+    },
     entry_points={"console_scripts": ["musicrec=musicrec.cli:main"]},
 )

@@ -240,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", default="runs/demo", help="run folder (its latest evaluation) or an Evaluator output folder")
     p.add_argument("--out", help="where to write the plots and HTML (default RUN/evaluation)")
     p.set_defaults(func=cmd_show_eval)
+
+    from musicrec.genre.cli import register as register_genre_eval
+    from serving.cli import register as register_serving
+
+    register_serving(sub)  # export-serving, embed-track, recommend-users, serve-dev, build-scann-index
+    register_genre_eval(sub)  # genre-eval
     return parser
 
 

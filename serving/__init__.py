@@ -13,5 +13,6 @@
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
-# Where the pushed TF Serving base path is looked for by default (the CLI's --models).
-DEFAULT_MODELS_DIR = "serving_models"
+# Where the pushed TF Serving base path is looked for by default (the CLI's --models):
+# where `make demo` (pipeline/configs/demo.yaml) pushes.
+DEFAULT_MODELS_DIR = "runs/demo/serving"

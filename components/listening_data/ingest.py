@@ -40,7 +40,7 @@ from musicrec.data import tf_examples
 from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, user_queries
 from musicrec.data.contract import EVENT_TYPES, FeedbackConfig
 from musicrec.data.loading import Dataset
-from musicrec.data.user_examples import ExampleConfig, build_user_examples
+from musicrec.data.user_examples import ExampleConfig, build_user_examples, demographic_columns
 
 Columns = Dict[str, np.ndarray]
 EXAMPLES_FILE = "data_tfrecord-00000-of-00001.gz"
@@ -147,18 +147,6 @@ def _track_context(dataset: Dataset) -> pd.DataFrame:
     return tracks
 
 
-def _demographic_columns(frame: pd.DataFrame, names) -> Columns:
-    """Numeric demographics as float32 (NaN when missing), the others as strings ('' when missing)."""
-    columns = {}
-    for name in names:
-        values = frame[name]
-        if pd.api.types.is_numeric_dtype(values):
-            columns[name] = values.astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
-        else:
-            columns[name] = values.fillna("").astype(str).to_numpy(dtype=object)
-    return columns
-
-
 def _interaction_splits(dataset: Dataset, eval_fraction: float) -> Dict[str, Columns]:
     log = dataset.interactions.sort_values(["timestamp", "user_id", "track_id"], kind="stable").reset_index(drop=True)
     users, tracks = _user_context(dataset), _track_context(dataset)
@@ -166,7 +154,7 @@ def _interaction_splits(dataset: Dataset, eval_fraction: float) -> Dict[str, Col
     columns = {
         **{name: joined[name].astype(str).to_numpy(dtype=object) for name in ("user_id", "track_id", "album_id", "artist_id", "genre", "event")},
         "timestamp": joined["timestamp"].to_numpy(dtype=np.int64),
-        **_demographic_columns(joined, dataset.demographic_columns),
+        **demographic_columns(joined, dataset.demographic_columns),
     }
     is_eval = np.arange(len(log)) >= int(round(len(log) * (1 - eval_fraction)))
     return {"train": {k: v[~is_eval] for k, v in columns.items()}, "eval": {k: v[is_eval] for k, v in columns.items()}}

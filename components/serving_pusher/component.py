@@ -12,7 +12,6 @@ artifact, with the same custom properties, that TFX's Pusher writes.
 import json
 import logging
 import pathlib
-import time
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -36,12 +35,12 @@ def ServingPusher(
         pushed_model.set_int_custom_property("pushed", 0)
         logging.warning("%s push: the model was not blessed by the evaluator; nothing pushed", musicrec.LOG_TAG)
         return
-    from serving.export import export_serving_models
+    from serving.export import export_serving_models, next_version
 
     audio_dir = pathlib.Path(path_utils.serving_model_path(audio_model.uri))
     user_dir = pathlib.Path(path_utils.serving_model_path(user_model.uri))
     info = json.loads((audio_dir / MODEL_INFO_FILE).read_text())
-    version = int(time.time())
+    version = next_version(serving_base_path)
     pushed = export_serving_models(
         audio_encoder_dir=audio_dir, user_tower_dir=user_dir / USER_TOWER_DIR,
         user_embeddings_path=user_dir / USER_EMBEDDINGS_FILE, base_path=serving_base_path, version=version,

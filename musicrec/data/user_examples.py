@@ -172,14 +172,20 @@ def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[
     columns["disliked_track_id"] = np.asarray([r[3] for r in rows], dtype=object)
     columns["position"] = np.asarray([r[4] for r in rows], dtype=np.int64)
     columns["new_user"] = np.asarray([r[5] for r in rows], dtype=np.int64)
-    user_rows = users.reindex(columns["user_id"])
-    for name in demographics:
-        values = user_rows[name]
+    columns.update(demographic_columns(users.reindex(columns["user_id"]), demographics))
+    return UserExamples(columns)
+
+
+def demographic_columns(frame: pd.DataFrame, names) -> Dict[str, np.ndarray]:
+    """Numeric demographics as float32 (NaN when missing), the others as strings ('' when missing)."""
+    columns = {}
+    for name in names:
+        values = frame[name]
         if pd.api.types.is_numeric_dtype(values):
             columns[name] = values.astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
         else:
             columns[name] = values.fillna("").astype(str).to_numpy(dtype=object)
-    return UserExamples(columns)
+    return columns
 
 
 def _lookup(mapping: pd.Series, ids: np.ndarray) -> np.ndarray:
