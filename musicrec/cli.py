@@ -162,6 +162,12 @@ class _QuietLogFilter(logging.Filter):
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Set absl's verbosity flag explicitly: a component that parses absl flags
+    # (TFX's Transform does) would otherwise reset it to WARNING mid-run and
+    # hide TFX's component progress lines.
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLogFilter())
 

@@ -62,8 +62,9 @@ def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
         model = model.merge(baseline.rename(columns={"auc": "baseline_auc"}), on=["slice", "value"], how="left")
     validation = tfma.load_validation_result(str(path))
     failures = [
-        f"{_slice_name(failure.slice_key)}: {c.metric_key.name} = {c.metric_value.double_value.value:.4f} "
-        f"fails {' '.join(str(c.metric_threshold).split())}" + (f" ({c.message})" if c.message else "")
+        f"{_slice_name(failure.slice_key)}: {c.metric_key.name}{' change vs baseline' if c.metric_key.is_diff else ''} "
+        f"= {c.metric_value.double_value.value:.4f} fails {' '.join(str(c.metric_threshold).split())}"
+        + (f" ({c.message})" if c.message else "")
         for failure in validation.metric_validations_per_slice
         for c in failure.failures
     ]

@@ -30,7 +30,7 @@ from components.listening_data.ingest import IngestionConfig
 from components.serving_pusher.component import ServingPusher
 from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import TABLES
-from pipeline.config import PipelineConfig, fingerprint
+from pipeline.config import PipelineConfig, code_fingerprint, fingerprint
 from trainer.audio_module import SCORE_EXAMPLES_SIGNATURE
 
 USER_RUN_FN = "trainer.user_module.run_fn"
@@ -42,12 +42,13 @@ BASELINE_VARIANT = "dcue_1vs1"
 def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
                     metadata_connection_config=None) -> tfx.dsl.Pipeline:
     dataset_dir = str(pathlib.Path(config.dataset_dir).resolve())
+    code = code_fingerprint()
     features = AudioFeatures(
-        dataset_dir=dataset_dir, dataset_fingerprint=fingerprint(_audio_inputs(dataset_dir)),
+        dataset_dir=dataset_dir, dataset_fingerprint=f"{fingerprint(_audio_inputs(dataset_dir))}-{code}",
         min_seconds=config.context_seconds,
     ).with_beam_pipeline_args(config.beam_args + config.audio_beam_args)
     ingestion = ListeningDataGen(
-        dataset_dir=dataset_dir, dataset_fingerprint=fingerprint(_table_files(dataset_dir)),
+        dataset_dir=dataset_dir, dataset_fingerprint=f"{fingerprint(_table_files(dataset_dir))}-{code}",
         ingestion_config=IngestionConfig(feedback=config.feedback, split=SplitConfig(protocol=config.split_protocol)).to_json(),
         context_seconds=config.context_seconds, log_mel_features=features.outputs["features"],
     )
@@ -62,20 +63,20 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
     transform = tfx.components.Transform(
         examples=interactions, schema=schema.outputs["schema"], preprocessing_fn=PREPROCESSING_FN,
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=[]), materialize=False,
-        disable_statistics=True, custom_config={"liked_events": list(config.liked_events)},
+        disable_statistics=True, custom_config={"liked_events": list(config.liked_events), "code": code},
     )
     transform.add_upstream_node(gate)
     user_trainer = tfx.components.Trainer(
         run_fn=USER_RUN_FN, examples=ingestion.outputs["user_examples"], transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"user_branch": {"epochs": config.user_epochs, "hidden_units": list(config.user_hidden)}},
+        custom_config={"user_branch": {"epochs": config.user_epochs, "hidden_units": list(config.user_hidden)}, "code": code},
     ).with_id("UserTrainer")
-    audio_trainer = _audio_trainer(config, ingestion, features, user_trainer, config.variant).with_id("AudioTrainer")
+    audio_trainer = _audio_trainer(config, ingestion, features, user_trainer, config.variant, code).with_id("AudioTrainer")
     components = [features, ingestion, statistics, schema, validator, gate, transform, user_trainer, audio_trainer]
 
     baseline_model = None
     if config.baseline == "dcue":
-        baseline = _audio_trainer(config, ingestion, features, user_trainer, BASELINE_VARIANT).with_id("BaselineTrainer")
+        baseline = _audio_trainer(config, ingestion, features, user_trainer, BASELINE_VARIANT, code).with_id("BaselineTrainer")
         components.append(baseline)
         baseline_model = baseline.outputs["model"]
     elif config.baseline == "latest_blessed":
@@ -105,14 +106,14 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
     )
 
 
-def _audio_trainer(config: PipelineConfig, ingestion, features, user_trainer, variant: str) -> AudioTrainer:
+def _audio_trainer(config: PipelineConfig, ingestion, features, user_trainer, variant: str, code: str) -> AudioTrainer:
     branch = {"variant": variant, "context_seconds": config.context_seconds, "epochs": config.audio_epochs,
               "steps_per_epoch": config.audio_steps_per_epoch}
     if config.negatives is not None and variant != BASELINE_VARIANT:
         branch["negatives"] = config.negatives
     return AudioTrainer(
         examples=ingestion.outputs["audio_pairs"], log_mel_features=features.outputs["features"],
-        base_model=user_trainer.outputs["model"], run_fn=AUDIO_RUN_FN, custom_config={"audio_branch": branch},
+        base_model=user_trainer.outputs["model"], run_fn=AUDIO_RUN_FN, custom_config={"audio_branch": branch, "code": code},
     )
 
 
@@ -125,9 +126,12 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         auc_threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": config.min_auc_gain},
         ))
+    # The thresholds decide on the whole test split; per-slice figures are reported, not gated
+    # (a small slice's AUC moves by chance, and TFMA would otherwise apply them to every slice).
+    overall_auc = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)
     metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
-        tfma.MetricConfig(class_name="AUC", threshold=auc_threshold),
+        tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[overall_auc]),
         tfma.MetricConfig(class_name="Precision"),
         tfma.MetricConfig(class_name="Recall"),
         tfma.MetricConfig(class_name="BinaryAccuracy"),

@@ -41,12 +41,13 @@ def _dense(feature) -> tf.Tensor:
 def preprocessing_fn(inputs: Dict[str, tf.Tensor], custom_config: Dict) -> Dict[str, tf.Tensor]:
     liked_events = tf.constant(list(custom_config["liked_events"]))
     event = _dense(inputs["event"])
-    liked = tf.cast(tf.reduce_any(tf.equal(event[:, None], liked_events[None, :]), axis=1), tf.float32)
+    liked = tf.reduce_any(tf.equal(event[:, None], liked_events[None, :]), axis=1)
     outputs = {}
     for name in LIKED_IDS:
         ids = _dense(inputs[name])
-        # Weighted by "liked": an id enters the vocabulary with at least one liked event.
-        vocabulary = tft.vocabulary(ids, weights=liked, frequency_threshold=1, vocab_filename=name)
+        # Only ids with at least one liked event enter the vocabulary (others become '',
+        # which `vocabulary()` drops).
+        vocabulary = tft.vocabulary(tf.where(liked, ids, ""), vocab_filename=name)
         outputs[f"{name}_index"] = tft.apply_vocabulary(ids, vocabulary)
     for name in sorted(set(inputs) - set(NON_DEMOGRAPHIC)):
         values = _dense(inputs[name])

@@ -3,9 +3,10 @@
 Beam runs it: DirectRunner locally (`--direct_num_workers=N
 --direct_running_mode=multi_processing` uses N cores), Dataflow, Flink or
 Spark through the pipeline's Beam args. The dataset folder is a parameter,
-like ExampleGen's `input_base`; its fingerprint (sizes and modification
-times of the tracks table and the audio files) is a parameter too, so the
-cache reruns this component exactly when the audio changed.
+like ExampleGen's `input_base`; a fingerprint of it (sizes and modification
+times of the tracks table and the audio files, plus the project's code) is a
+parameter too, so the cache reruns this component exactly when the audio or
+the code changed.
 """
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.

@@ -1,8 +1,8 @@
 """The listening-data ingestion component (ExampleGen-style): dataset folder -> three Examples artifacts.
 
 The dataset folder is a parameter, like ExampleGen's `input_base`; its
-fingerprint is a parameter too, so the cache reruns ingestion exactly when the
-tables changed. It takes the audio feature component's output to know which
+fingerprint (tables and code) is a parameter too, so the cache reruns ingestion exactly when the
+tables or the code changed. It takes the audio feature component's output to know which
 tracks have usable audio (pairs of the others are excluded and counted).
 What it writes is described in `ingest.py`.
 """
