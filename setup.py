@@ -34,9 +34,9 @@ setup(
         "tensorflow-model-analysis",
         "tensorflow-transform",
         "kfp",
-        "scann",
     ],
-    extras_require={"test": ["pytest", "pytest-timeout"]},
+    # ScaNN is optional (in-process approximate search for large user bases); the lock installs it.
+    extras_require={"test": ["pytest", "pytest-timeout"], "scann": ["scann"]},
     package_data={
         "musicrec.genre": ["splits/gtzan/*.txt", "splits/gtzan/README.md"],
         "pipeline": ["configs/*.yaml"],

@@ -37,6 +37,8 @@ def _serving_call(fn):
             return _fail(f"{e.code}: {e.message}")
         except (AudioError, FileNotFoundError, ValueError) as e:
             return _fail(str(e))
+        except ImportError as e:  # the optional ScaNN package is not installed
+            return _fail(f"{e}; ScaNN is optional: `pip install scann==1.3.*` to use --scann-index / build-scann-index")
 
     return run
 

@@ -1,8 +1,5 @@
-"""Batch log-mel extraction with Beam: records, quarantine counts, and the main demo job end to end."""
+"""Batch log-mel extraction with Beam: records and quarantine counts."""
 
-import json
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -43,23 +40,3 @@ def test_extraction_writes_features_and_quarantines_each_bad_file(tiny_dataset, 
     extract_features(tracks[:10], tmp_path / "features")
     rerun = tf.data.TFRecordDataset([str(p) for p in (tmp_path / "features").glob("log_mel-*")])
     assert sum(1 for _ in rerun) == 10
-
-
-def test_demo_job_runs_end_to_end_on_tiny(tiny_dataset, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "musicrec.cli", "demo", "--size", "tiny", "--data-dir", str(tiny_dataset), "--work-dir", str(tmp_path / "run"),
-         "--user-epochs", "3", "--audio-epochs", "2", "--audio-steps-per-epoch", "10"],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "using the tiny dataset (seed 0) already in" in result.stderr  # not regenerated
-    assert "96 tracks extracted" in result.stdout
-    assert "[musicrec] audio features:" not in result.stderr or "severity" not in result.stderr
-    assert "User branch (hit rate / recall at K" in result.stdout and "| popularity |" in result.stdout
-    assert "Audio branch (Metric-1vs4, 3 s): test AUC" in result.stdout and "oracle AUC" in result.stdout
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["features"]["counts"]["ok"] == 96
-    assert 0.7 < summary["audio_branch"]["oracle_auc"] < 0.97
-    assert 0.0 <= summary["audio_branch"]["auc"] <= 1.0
-    assert (tmp_path / "run" / "user_branch" / "model" / "user_tower" / "saved_model.pb").exists()
-    assert (tmp_path / "run" / "validation" / "malformed_rows.csv").exists()

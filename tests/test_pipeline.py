@@ -4,11 +4,14 @@ import dataclasses
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+import yaml
 
 from components.anomalies_gate import DataAnomaliesError
 from pipeline.config import PipelineConfig
@@ -91,6 +94,25 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
         for name, spec in user.structured_input_signature[1].items()
     }
     assert next(iter(user(**inputs).values())).shape == (1, 40)
+
+
+def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_path):
+    config, _, _ = first_run
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(settings))
+    result = subprocess.run(
+        [sys.executable, "-m", "musicrec.cli", "demo", "--config", str(tmp_path / "config.yaml"), "--size", "tiny"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "using the tiny dataset (seed 0) already in" in result.stderr  # not regenerated
+    assert "12 reused from the cache" in result.stderr
+    assert "| popularity |" in result.stdout and "Overall" in result.stdout and "BLESSED" in result.stdout
+    summary = json.loads((pathlib.Path(config.run_dir) / "summary.json").read_text())
+    assert 0.7 < summary["oracle_auc"] < 0.97 and 0.0 <= summary["evaluation"]["overall"]["auc"] <= 1.0
+    shown = subprocess.run([sys.executable, "-m", "musicrec.cli", "show-eval", config.run_dir, "--out", str(tmp_path / "eval")],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0 and "popularity_bucket" in shown.stdout and (tmp_path / "eval" / "index.html").exists()
 
 
 def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):

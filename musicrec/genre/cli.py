@@ -21,8 +21,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--dataset", required=True, help="the dataset folder")
     parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS), help="how the dataset is laid out")
-    parser.add_argument("--model", help="audio encoder SavedModel (signature embed_log_mel), or a folder holding one "
-                                        "in audio_encoder/ or a numbered version folder; needed for the AE sets")
+    parser.add_argument("--model", help="a pipeline run folder (e.g. runs/demo: its latest AudioTrainer model), an audio "
+                                        "encoder SavedModel (signature embed_log_mel), or a folder holding one in "
+                                        "audio_encoder/ or a numbered version folder; needed for the AE sets")
     parser.add_argument("--out", help="output folder (default reports/genre-eval/<dataset name>)")
     parser.add_argument("--context-seconds", type=float, default=3.0, help="AE segment length in seconds (default 3)")
     parser.add_argument("--feature-sets", default=",".join(FEATURE_SETS),

@@ -198,21 +198,28 @@ def _collect(name: str, tracks: pd.DataFrame, results: Dict[str, Result], progre
 # ---- the AE of a trained audio encoder -------------------------------------------------------
 
 def find_audio_encoder(model_dir) -> pathlib.Path:
-    """The audio encoder SavedModel in `model_dir`: the dir itself, its `audio_encoder/`, or the
-    highest numbered version below either (TF Serving's `<base>/<version>/` layout)."""
+    """The audio encoder SavedModel in `model_dir`: a pipeline run folder (its latest AudioTrainer
+    model), the dir itself, its `audio_encoder/`, or the highest numbered version below either
+    (TF Serving's `<base>/<version>/` layout)."""
+    from serving.export import latest_version
     from trainer.audio_module import AUDIO_ENCODER_DIR
 
     model_dir = pathlib.Path(model_dir)
-    for base in (model_dir, model_dir / AUDIO_ENCODER_DIR):
+    candidates = [model_dir, model_dir / AUDIO_ENCODER_DIR]
+    trainer_models = model_dir / "pipeline_root" / "AudioTrainer" / "model"
+    runs = sorted((p for p in trainer_models.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
+    if runs:
+        candidates.insert(0, runs[-1] / "Format-Serving")
+    for base in candidates:
         if (base / "saved_model.pb").is_file():
             return base
-        versions = sorted((p for p in base.glob("*") if p.name.isdigit() and (p / "saved_model.pb").is_file()),
-                          key=lambda p: int(p.name)) if base.is_dir() else []
-        if versions:
-            return versions[-1]
+        try:
+            return latest_version(base)
+        except FileNotFoundError:
+            continue
     raise FileNotFoundError(
-        f"no audio encoder SavedModel in {model_dir}: expected saved_model.pb there, in {AUDIO_ENCODER_DIR}/, "
-        "or in a numbered version folder (the audio branch's export or the pipeline's push)"
+        f"no audio encoder SavedModel in {model_dir}: expected a pipeline run folder, saved_model.pb there, "
+        f"in {AUDIO_ENCODER_DIR}/, or in a numbered version folder (the audio branch's export)"
     )
 
 
