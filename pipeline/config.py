@@ -25,6 +25,9 @@ BASELINES = ("dcue", "latest_blessed", "none")
 class PipelineConfig:
     # --- data -----------------------------------------------------------
     dataset_dir: str = "data/demo"  # a plain-layout dataset folder (see musicrec.data.contract)
+    # How the folder is read: "plain", or your own adapter "package.module:function"
+    # returning a musicrec.data.loading.Dataset (see musicrec.data.adapters).
+    dataset_adapter: str = "plain"
     # Split protocol of the audio pairs: per_user (the paper's), users, cold_tracks.
     split_protocol: str = "per_user"
     liked_events: List[str] = dataclasses.field(default_factory=lambda: list(FeedbackConfig.liked_events))

@@ -28,6 +28,7 @@ from components.audio_trainer.component import AudioTrainer
 from components.listening_data.component import ListeningDataGen
 from components.listening_data.ingest import IngestionConfig
 from components.serving_pusher.component import ServingPusher
+from musicrec.data.adapters import PLAIN
 from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import TABLES
 from pipeline.config import PipelineConfig, code_fingerprint, fingerprint
@@ -43,12 +44,15 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
                     metadata_connection_config=None) -> tfx.dsl.Pipeline:
     dataset_dir = str(pathlib.Path(config.dataset_dir).resolve())
     code = code_fingerprint()
+    tables = _table_files(dataset_dir, config.dataset_adapter)
     features = AudioFeatures(
-        dataset_dir=dataset_dir, dataset_fingerprint=f"{fingerprint(_audio_inputs(dataset_dir))}-{code}",
+        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
+        dataset_fingerprint=f"{fingerprint(_audio_inputs(dataset_dir, tables))}-{code}",
         min_seconds=config.context_seconds,
     ).with_beam_pipeline_args(config.beam_args + config.audio_beam_args)
     ingestion = ListeningDataGen(
-        dataset_dir=dataset_dir, dataset_fingerprint=f"{fingerprint(_table_files(dataset_dir))}-{code}",
+        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
+        dataset_fingerprint=f"{fingerprint(tables)}-{code}",
         ingestion_config=IngestionConfig(feedback=config.feedback, split=SplitConfig(protocol=config.split_protocol)).to_json(),
         context_seconds=config.context_seconds, log_mel_features=features.outputs["features"],
     )
@@ -148,12 +152,15 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
-def _table_files(dataset_dir: str) -> List[pathlib.Path]:
+def _table_files(dataset_dir: str, adapter: str) -> List[pathlib.Path]:
+    """The plain layout's tables, or every top-level file for another adapter's layout."""
     root = pathlib.Path(dataset_dir)
-    return [f for f in root.iterdir() if f.is_file() and f.stem in {t.name for t in TABLES}]
+    files = [f for f in root.iterdir() if f.is_file()]
+    return [f for f in files if f.stem in {t.name for t in TABLES}] if adapter == PLAIN else files
 
 
-def _audio_inputs(dataset_dir: str) -> List[pathlib.Path]:
-    """The tracks table and every file under the dataset's sub-folders (the audio)."""
-    root = pathlib.Path(dataset_dir)
-    return [f for f in _table_files(dataset_dir) if f.stem == "tracks"] + [d for d in root.iterdir() if d.is_dir()]
+def _audio_inputs(dataset_dir: str, tables: List[pathlib.Path]) -> List[pathlib.Path]:
+    """The tracks table (all tables when there is none by that name) and every file under the
+    dataset's sub-folders (the audio): new interactions do not rerun the audio features."""
+    tracks = [t for t in tables if t.stem == "tracks"]
+    return (tracks or tables) + [d for d in pathlib.Path(dataset_dir).iterdir() if d.is_dir()]

@@ -22,7 +22,7 @@ import musicrec
 from components.artifacts import AudioQuarantine, LogMelFeatures
 from components.audio_features import transforms
 from musicrec.audio import decode
-from musicrec.data.loading import load_dataset
+from musicrec.data.adapters import load_with_adapter
 
 REPORT_FILE = "report.md"
 
@@ -30,6 +30,7 @@ REPORT_FILE = "report.md"
 @component(use_beam=True)
 def AudioFeatures(
     dataset_dir: Parameter[str],
+    dataset_adapter: Parameter[str],
     dataset_fingerprint: Parameter[str],
     min_seconds: Parameter[float],
     features: OutputArtifact[LogMelFeatures],
@@ -40,7 +41,7 @@ def AudioFeatures(
     first 30 s; audio that is missing, unreadable, silent or shorter than `min_seconds` is
     quarantined with its status (the report lists each file)."""
     del dataset_fingerprint  # only in the cache key
-    tracks = load_dataset(dataset_dir).audio_files()
+    tracks = load_with_adapter(dataset_dir, dataset_adapter).audio_files()
     if not tracks:
         raise ValueError(f"the dataset in {dataset_dir} lists no tracks")
     logging.info("%s audio features: extracting log-mels of %d tracks", musicrec.LOG_TAG, len(tracks))

@@ -22,7 +22,7 @@ import musicrec
 from components.artifacts import LogMelFeatures
 from components.audio_features.transforms import read_index
 from components.listening_data.ingest import REPORT_FILE, IngestionConfig, ingest, write_examples
-from musicrec.data.loading import load_dataset
+from musicrec.data.adapters import load_with_adapter
 from musicrec.data.validation import validate_dataset
 from trainer.audio_branch import AudioBranchConfig
 
@@ -30,6 +30,7 @@ from trainer.audio_branch import AudioBranchConfig
 @component
 def ListeningDataGen(
     dataset_dir: Parameter[str],
+    dataset_adapter: Parameter[str],
     dataset_fingerprint: Parameter[str],
     ingestion_config: Parameter[str],
     context_seconds: Parameter[float],
@@ -44,7 +45,7 @@ def ListeningDataGen(
     del dataset_fingerprint  # only in the cache key
     config = IngestionConfig.from_json(ingestion_config)
     started = time.monotonic()
-    dataset = load_dataset(dataset_dir)
+    dataset = load_with_adapter(dataset_dir, dataset_adapter)
     report = validate_dataset(dataset, config.feedback, check_audio=False)
     logging.info("%s %s", musicrec.LOG_TAG, report.format())
     if not report.usable:

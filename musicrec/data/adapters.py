@@ -1,0 +1,46 @@
+"""Dataset adapters: how a dataset folder of some layout becomes the plain-layout tables.
+
+An adapter is a function `folder -> musicrec.data.loading.Dataset`. `plain`
+(the data contract's layout, CSV or Parquet) is built in; any other adapter
+is named by its import path, "package.module:function" (as TFX names custom
+executors), so a service plugs in its own logs and catalogue without touching
+the pipeline. Everything downstream (validation, ingestion, audio features)
+takes the Dataset, whichever adapter produced it. An adapter should build the
+three tables with the contract's columns (`musicrec.data.contract`) and count
+what it could not convert in `Dataset.malformed` rather than drop it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from musicrec.data.loading import Dataset, DatasetError, load_dataset
+
+PLAIN = "plain"
+BUILT_IN = {PLAIN: load_dataset}
+
+Adapter = Callable[..., Dataset]
+
+
+def resolve_adapter(name: str) -> Adapter:
+    """`plain`, or "package.module:function"."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    module_name, _, function_name = name.partition(":")
+    if not module_name or not function_name:
+        raise DatasetError(f"unknown dataset adapter {name!r}: use {sorted(BUILT_IN)} or 'package.module:function'")
+    try:
+        adapter = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise DatasetError(f"cannot load dataset adapter {name!r}: {error}") from error
+    if not callable(adapter):
+        raise DatasetError(f"dataset adapter {name!r} is not a function")
+    return adapter
+
+
+def load_with_adapter(root, adapter: str = PLAIN) -> Dataset:
+    dataset = resolve_adapter(adapter)(root)
+    if not isinstance(dataset, Dataset):
+        raise DatasetError(f"dataset adapter {adapter!r} returned {type(dataset).__name__}, not a musicrec Dataset")
+    return dataset
