@@ -34,6 +34,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/frontend.py --out reports/benchmarks/frontend.json
 	$(PY) benchmarks/audio_training.py --out reports/benchmarks/audio_training.json
+	$(PY) benchmarks/serving.py --out reports/benchmarks/serving.json
 
 # Recompile the lock from requirements/base.in (needs network access to PyPI).
 lock: $(STAMP)
