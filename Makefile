@@ -26,7 +26,7 @@ $(STAMP): requirements/lock.txt requirements/nodeps.txt setup.py
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/musicrec demo --data-dir $(DATA) --work-dir $(RUN)
+	$(VENV)/bin/musicrec demo --dataset $(DATA) --run-dir $(RUN)
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -107,13 +107,16 @@ def write_report(evaluation: Evaluation, out_dir) -> pathlib.Path:
     out.mkdir(parents=True, exist_ok=True)
     evaluation.metrics.to_csv(out / "metrics.csv", index=False)
     _plot_auc_by_slice(evaluation.metrics, out / "auc_by_slice.png")
+    images = ["auc_by_slice.png"]
     if evaluation.calibration is not None and len(evaluation.calibration):
         _plot_calibration(evaluation.calibration, out / "calibration.png")
+        images.append("calibration.png")
     page = (
         "<html><head><meta charset='utf-8'><title>musicrec evaluation</title></head><body>"
         f"<h1>Evaluation</h1><p>{html.escape(str(evaluation.path))}</p>"
         f"<pre>{html.escape(evaluation.decision())}</pre>"
-        "<img src='auc_by_slice.png'> <img src='calibration.png'>"
+        + " ".join(f"<img src='{image}'>" for image in images)
+        +
         f"<pre>{html.escape(evaluation.table())}</pre></body></html>"
     )
     (out / "index.html").write_text(page)

@@ -49,7 +49,7 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
         dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
         dataset_fingerprint=f"{fingerprint(_audio_inputs(dataset_dir, tables))}-{code}",
         min_seconds=config.context_seconds,
-    ).with_beam_pipeline_args(config.beam_args + config.audio_beam_args)
+    ).with_beam_pipeline_args(config.audio_beam_args)  # added to the pipeline's beam_args
     ingestion = ListeningDataGen(
         dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
         dataset_fingerprint=f"{fingerprint(tables)}-{code}",
@@ -97,7 +97,7 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
     )
     pusher = ServingPusher(
         audio_model=audio_trainer.outputs["model"], user_model=user_trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"], serving_base_path=str(config.serving_path),
+        model_blessing=evaluator.outputs["blessing"], serving_base_path=str(config.serving_path), code_fingerprint=code,
     )
     components += [evaluator, pusher]
     return tfx.dsl.Pipeline(

@@ -40,6 +40,14 @@ def first_run(tiny_dataset, tmp_path_factory):
     return config, outputs, last_run_states(config)
 
 
+def _mlmd_artifact(config, folder: pathlib.Path):
+    from ml_metadata.metadata_store import metadata_store
+    from tfx.orchestration import metadata
+
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(config.metadata_path)))
+    return next(a for a in store.get_artifacts() if pathlib.Path(a.uri) == folder)
+
+
 def test_every_component_runs_and_every_artifact_loads(first_run):
     config, outputs, states = first_run
     assert set(states) == COMPONENTS and set(states.values()) == {"COMPLETE"}
@@ -53,7 +61,10 @@ def test_every_component_runs_and_every_artifact_loads(first_run):
     pairs = latest_output(config, "ListeningDataGen", "audio_pairs")
     assert {p.name for p in pairs.iterdir() if p.is_dir()} == {"Split-train", "Split-eval", "Split-test", "Split-user_queries"}
     report = json.loads((pairs / "ingestion_report.json").read_text())
-    assert report["audio_pairs.test"] > 0 and "malformed_rows" in report
+    assert report["audio_pairs.test"] > 0 and report["malformed_rows"] >= 1  # the generator plants malformed rows
+    recorded = _mlmd_artifact(config, pairs).custom_properties  # the same counts in MLMD
+    assert recorded["malformed_rows"].int_value == report["malformed_rows"]
+    assert recorded["audio_pairs.test"].int_value == report["audio_pairs.test"]
 
     assert (latest_output(config, "SchemaGen", "schema") / "schema.pbtxt").exists()
     transform_graph = latest_output(config, "Transform", "transform_graph")
@@ -130,6 +141,13 @@ def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):
     assert any("auc" in failure for failure in evaluation.failures)
     pushed = latest_output(strict, "ServingPusher", "pushed_model")
     assert not (pushed / "pushed.json").exists()
+
+    # The change threshold against the DCUE baseline blocks blessing on its own.
+    demanding = dataclasses.replace(config, min_auc_gain=0.5)
+    run_local(demanding)
+    evaluation = find_evaluation(demanding.run_dir)
+    assert evaluation.blessed is False
+    assert evaluation.failures and all("change vs baseline" in failure for failure in evaluation.failures)
 
 
 def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path):

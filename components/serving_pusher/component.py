@@ -29,8 +29,10 @@ def ServingPusher(
     user_model: InputArtifact[Model],
     model_blessing: InputArtifact[ModelBlessing],
     serving_base_path: Parameter[str],
+    code_fingerprint: Parameter[str],
     pushed_model: OutputArtifact[PushedModel],
 ) -> None:
+    del code_fingerprint  # only in the cache key: a changed export reruns the push
     if not model_blessing.get_int_custom_property("blessed"):
         pushed_model.set_int_custom_property("pushed", 0)
         logging.warning("%s push: the model was not blessed by the evaluator; nothing pushed", musicrec.LOG_TAG)
