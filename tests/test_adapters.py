@@ -53,6 +53,13 @@ def test_a_custom_adapter_feeds_validation_and_ingestion(tmp_path, monkeypatch):
     ingested = ingest(dataset, dataset.tracks["track_id"], IngestionConfig(feedback=feedback))
     assert ingested.counts["malformed_rows"] == 1 and ingested.counts["interactions"] == len(rows)
     assert ingested.counts["user_examples.train"] > 0 and ingested.counts["audio_pairs.test"] > 0
+    # The interactions are split as the user branch is, so Transform's vocabularies (learned on
+    # `train`) hold no held-out target and no new user.
+    train, held_out = ingested.interactions["train"], ingested.user_examples["eval"]
+    new_users = set(held_out["user_id"][held_out["new_user"] == 1])
+    assert new_users and not new_users & set(train["user_id"])
+    targets = set(zip(held_out["user_id"], held_out["track_id"]))
+    assert targets and not targets & set(zip(train["user_id"], train["track_id"]))
     # No demographics in this service: slices fall back to "unknown" rather than failing.
     assert set(ingested.audio_pairs["test"]["age_bucket"]) == {"unknown"}
 

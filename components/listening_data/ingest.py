@@ -6,8 +6,9 @@ written as a TFX Examples artifact (`Split-<name>/` folders of GZIP
 tf.Example TFRecords):
 
   interactions  one example per event, joined with the user's demographics and
-                the track's album/artist/genre; splits `train` / `eval` by time
-                (the last `eval_fraction` of the log is `eval`). TFDV checks
+                the track's album/artist/genre; split as the user branch is:
+                `eval` holds each user's events from their hold-out on (all of
+                a new user's), `train` the rest. TFDV checks
                 these (StatisticsGen, SchemaGen, ExampleValidator) and Transform
                 learns the id vocabularies and demographic statistics from them.
   user_examples the user branch's (history, demographics) -> next liked track
@@ -57,8 +58,6 @@ class IngestionConfig:
     feedback: FeedbackConfig = FeedbackConfig()
     examples: ExampleConfig = ExampleConfig()
     split: SplitConfig = SplitConfig()
-    # The last share of the interaction log (by time) is the `eval` split of `interactions`.
-    eval_fraction: float = 0.1
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -70,7 +69,6 @@ class IngestionConfig:
             feedback=FeedbackConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["feedback"].items()}),
             examples=ExampleConfig(**raw["examples"]),
             split=SplitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw["split"].items()}),
-            eval_fraction=raw["eval_fraction"],
         )
 
 
@@ -91,7 +89,7 @@ def ingest(dataset: Dataset, usable_tracks: Iterable[str], config: IngestionConf
     evaluation = _concat(user_data.test.columns, user_data.new_users.columns)
     user_examples = {"train": user_data.train.columns, "eval": evaluation}
     audio_pairs = _audio_pair_splits(dataset, pairs, config)
-    interactions = _interaction_splits(dataset, config.eval_fraction)
+    interactions = _interaction_splits(dataset, user_data.holdout_start)
     for name, splits in (("interactions", interactions), ("user_examples", user_examples), ("audio_pairs", audio_pairs)):
         for split, columns in splits.items():
             counts[f"{name}.{split}"] = len(next(iter(columns.values()))) if columns else 0
@@ -147,7 +145,9 @@ def _track_context(dataset: Dataset) -> pd.DataFrame:
     return tracks
 
 
-def _interaction_splits(dataset: Dataset, eval_fraction: float) -> Dict[str, Columns]:
+def _interaction_splits(dataset: Dataset, holdout_start: Dict[str, int]) -> Dict[str, Columns]:
+    """`eval`: each user's events from their hold-out on, so Transform, which analyses `train`,
+    learns its vocabularies from what the user branch trains on and nothing it is tested on."""
     log = dataset.interactions.sort_values(["timestamp", "user_id", "track_id"], kind="stable").reset_index(drop=True)
     users, tracks = _user_context(dataset), _track_context(dataset)
     joined = log.join(tracks, on="track_id").join(users[dataset.demographic_columns], on="user_id")
@@ -156,7 +156,8 @@ def _interaction_splits(dataset: Dataset, eval_fraction: float) -> Dict[str, Col
         "timestamp": joined["timestamp"].to_numpy(dtype=np.int64),
         **demographic_columns(joined, dataset.demographic_columns),
     }
-    is_eval = np.arange(len(log)) >= int(round(len(log) * (1 - eval_fraction)))
+    start = log["user_id"].map(holdout_start).fillna(np.inf).to_numpy()
+    is_eval = log["timestamp"].to_numpy() >= start
     return {"train": {k: v[~is_eval] for k, v in columns.items()}, "eval": {k: v[is_eval] for k, v in columns.items()}}
 
 

@@ -29,6 +29,7 @@ LABEL_FEATURES = ("track_id", "album_id", "artist_id")
 # position: index of the label in the user's liked sequence (time order);
 # new_user: 1 for users kept out of training altogether.
 BOOKKEEPING_FEATURES = ("position", "new_user")
+HOLD_OUT_ALL = np.iinfo(np.int64).min
 PAD = ""
 
 
@@ -71,6 +72,9 @@ class UserBranchData:
     excluded_users: Dict[str, int]  # reason -> count (users left out of train or test)
     # Held-out targets of users never seen in training (history = their earlier liked tracks).
     new_users: Optional[UserExamples] = None
+    # Per user, the time from which their events are held out: the first held-out liked
+    # track's timestamp, or HOLD_OUT_ALL for new users; users without a hold-out are absent.
+    holdout_start: Dict[str, int] = dataclasses.field(default_factory=dict)
 
     def known_liked(self, targets: UserExamples) -> Dict[str, set]:
         """Per user, the liked tracks before their hold-out, excluded from their test ranking:
@@ -95,6 +99,7 @@ def build_user_examples(
     numeric, categorical = _demographic_kinds(dataset.users)
 
     train_rows, test_rows, new_user_rows, latest_rows = [], [], [], []
+    holdout_start: Dict[str, int] = {}
     excluded = {"no liked tracks": int((~users.index.isin(liked["user_id"])).sum()), "too few liked tracks for a test split": 0}
     rng = np.random.default_rng(config.seed)
     candidates = np.sort(liked["user_id"].unique())
@@ -107,6 +112,8 @@ def build_user_examples(
             excluded["too few liked tracks for a test split"] += 1
             n_train = len(sequence)  # all of it trains; no test targets
         is_new = user_id in new_users and n_train < len(sequence)
+        if n_train < len(sequence):
+            holdout_start[user_id] = HOLD_OUT_ALL if is_new else int(group["timestamp"].iloc[n_train])
         for t in range(0 if is_new else n_train):
             negative = dislikes[rng.integers(len(dislikes))] if len(dislikes) else PAD
             train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative, t, False))
@@ -128,6 +135,7 @@ def build_user_examples(
         categorical_demographics=tuple(categorical),
         excluded_users=excluded,
         new_users=assemble(new_user_rows),
+        holdout_start=holdout_start,
     )
 
 
