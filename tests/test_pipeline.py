@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -157,6 +158,8 @@ def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path)
     shutil.copytree(config.dataset_dir, changed)
     with open(changed / "interactions.csv", "a") as log:  # a new event type appears in the log
         log.write("".join(f"u{i:05d},t{i:05d},2024-06-01T00:00:00Z,share\n" for i in range(1, 40)))
+    users = pd.read_csv(changed / "users.csv", dtype=str, keep_default_na=False)
+    users.drop(columns=["country"]).to_csv(changed / "users.csv", index=False)  # and a column goes missing
     drifted = dataclasses.replace(config, dataset_dir=str(changed), schema_file=str(schema))
     with pytest.raises(Exception) as raised:
         run_local(drifted)
@@ -165,8 +168,22 @@ def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path)
         error = error.__cause__
     assert isinstance(error, DataAnomaliesError)
     assert "event" in str(error) and "share" in str(error)
+    assert "country" in str(error)
     states = last_run_states(drifted)
     assert "Transform" not in states or states["Transform"] not in ("COMPLETE", "CACHED")
+
+
+def test_latest_blessed_model_as_the_baseline(first_run):
+    config, _, _ = first_run
+    against_blessed = dataclasses.replace(config, baseline="latest_blessed")
+    run_local(against_blessed)
+    states = last_run_states(against_blessed)
+    assert "BaselineTrainer" not in states and states["LatestBlessedModelResolver"] == "COMPLETE"
+    evaluation = find_evaluation(against_blessed.run_dir)
+    overall = evaluation.overall()
+    # The resolver found the first run's blessed model, which is this (cached) model: no change.
+    assert overall["baseline_auc"] == pytest.approx(overall["auc"])
+    assert evaluation.blessed is True
 
 
 def test_kubeflow_v2_compile_names_every_component_with_its_container(first_run, tmp_path):
