@@ -83,12 +83,19 @@ def latest_evaluation(run_dir) -> Evaluation:
     evaluations = store.get_artifacts_by_type("ModelEvaluation")
     if not evaluations:
         raise FileNotFoundError(f"the run in {run_dir} has no evaluation yet")
-    blessings = store.get_artifacts_by_type("ModelBlessing")
-    blessed = None
-    if blessings:
-        properties = max(blessings, key=lambda a: a.id).custom_properties
-        blessed = bool(properties["blessed"].int_value) if "blessed" in properties else None
-    return load_evaluation(max(evaluations, key=lambda a: a.id).uri, blessed)
+    latest = max(evaluations, key=lambda a: a.id)
+    return load_evaluation(latest.uri, _blessing_of(store, latest))
+
+
+def _blessing_of(store, evaluation) -> Optional[bool]:
+    """The `blessed` property of the blessing the same Evaluator execution wrote."""
+    executions = {e.execution_id for e in store.get_events_by_artifact_ids([evaluation.id])}
+    outputs = [e.artifact_id for e in store.get_events_by_execution_ids(list(executions))]
+    blessing_type = store.get_artifact_type("ModelBlessing").id
+    for artifact in store.get_artifacts_by_id(outputs):
+        if artifact.type_id == blessing_type and "blessed" in artifact.custom_properties:
+            return bool(artifact.custom_properties["blessed"].int_value)
+    return None
 
 
 def find_evaluation(run_or_path) -> Evaluation:
