@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import logging
 import pathlib
 from typing import Dict, List, Optional
 
@@ -56,7 +55,8 @@ def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
     """Reads an Evaluator output folder (metrics of the model and, if any, of the baseline)."""
     path = pathlib.Path(path)
     names = _model_names(path)
-    model = _slice_metrics(tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None))
+    result = tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None)
+    model = _slice_metrics(result)
     if "baseline" in names:
         baseline = _slice_metrics(tfma.load_eval_result(str(path), model_name="baseline"))[["slice", "value", "auc"]]
         model = model.merge(baseline.rename(columns={"auc": "baseline_auc"}), on=["slice", "value"], how="left")
@@ -68,7 +68,7 @@ def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
         for failure in validation.metric_validations_per_slice
         for c in failure.failures
     ]
-    return Evaluation(path, model, validation.validation_ok, failures, blessed, _calibration(path, names))
+    return Evaluation(path, model, validation.validation_ok, failures, blessed, _calibration(result.plots))
 
 
 def latest_evaluation(run_dir) -> Evaluation:
@@ -196,13 +196,9 @@ def _slice_metrics(result) -> pd.DataFrame:
     return frame.sort_values(["order", "slice", "value"]).drop(columns="order").reset_index(drop=True)
 
 
-def _calibration(path: pathlib.Path, names: List[str]) -> Optional[pd.DataFrame]:
-    """The overall calibration histogram, TFMA's fine buckets summed into ten bins of P(liked)."""
-    try:
-        plots = tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None).plots
-    except Exception as error:  # noqa: BLE001 (plots are optional in a user's eval config)
-        logging.warning("no plots in %s: %s", path, error)
-        return None
+def _calibration(plots) -> Optional[pd.DataFrame]:
+    """The overall calibration histogram, TFMA's fine buckets summed into ten bins of P(liked);
+    None when the evaluation has no calibration plot."""
     for slice_key, by_output in plots:
         if slice_key:
             continue

@@ -173,8 +173,10 @@ def pair_scores(pairs: pd.DataFrame, user_vectors: np.ndarray, user_index: Dict[
 
 
 def evaluate_liked_disliked(trained: TrainedAudioBranch, pairs: AudioPairs, store: LogMelStore,
-                            test_split: str = "test") -> Dict[str, float]:
-    track_ae = track_embeddings(trained.model.encoder, store, trained.config.context_frames)
+                            test_split: str = "test", track_ae: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """`track_ae`: the tracks' AEs when the caller has them already (else computed here)."""
+    if track_ae is None:
+        track_ae = track_embeddings(trained.model.encoder, store, trained.config.context_frames)
     vectors, index = trained.user_vectors(), trained.users.index()
     splits = {s: usable_pairs(pairs.split(s), trained.users, store, 1) for s in ("validation", test_split)}
     scores = {s: pair_scores(frame, vectors, index, track_ae, store) for s, frame in splits.items()}
@@ -317,7 +319,7 @@ def run_fn(fn_args) -> None:
     info = {
         "variant": variant, "config": dataclasses.asdict(config), "context_frames": config.context_frames,
         "calibration": {"slope": slope, "intercept": intercept},
-        "validation": evaluate_liked_disliked(trained, pairs, store, test_split="validation"),
+        "validation": evaluate_liked_disliked(trained, pairs, store, test_split="validation", track_ae=track_ae),
         "segments_per_second": trained.segments_per_second,
     }
     (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -88,8 +88,9 @@ def ingest(dataset: Dataset, usable_tracks: Iterable[str], config: IngestionConf
     counts.update({f"audio_pairs_excluded.{_key(k)}": v for k, v in pairs.excluded.items()})
     evaluation = _concat(user_data.test.columns, user_data.new_users.columns)
     user_examples = {"train": user_data.train.columns, "eval": evaluation}
-    audio_pairs = _audio_pair_splits(dataset, pairs, config)
-    interactions = _interaction_splits(dataset, user_data.holdout_start)
+    users, tracks = _user_context(dataset), _track_context(dataset)
+    audio_pairs = _audio_pair_splits(dataset, users, tracks, pairs, config)
+    interactions = _interaction_splits(dataset, users, tracks, user_data.holdout_start)
     for name, splits in (("interactions", interactions), ("user_examples", user_examples), ("audio_pairs", audio_pairs)):
         for split, columns in splits.items():
             counts[f"{name}.{split}"] = len(next(iter(columns.values()))) if columns else 0
@@ -145,11 +146,11 @@ def _track_context(dataset: Dataset) -> pd.DataFrame:
     return tracks
 
 
-def _interaction_splits(dataset: Dataset, holdout_start: Dict[str, int]) -> Dict[str, Columns]:
+def _interaction_splits(dataset: Dataset, users: pd.DataFrame, tracks: pd.DataFrame,
+                        holdout_start: Dict[str, int]) -> Dict[str, Columns]:
     """`eval`: each user's events from their hold-out on, so Transform, which analyses `train`,
     learns its vocabularies from what the user branch trains on and nothing it is tested on."""
     log = dataset.interactions.sort_values(["timestamp", "user_id", "track_id"], kind="stable").reset_index(drop=True)
-    users, tracks = _user_context(dataset), _track_context(dataset)
     joined = log.join(tracks, on="track_id").join(users[dataset.demographic_columns], on="user_id")
     columns = {
         **{name: joined[name].astype(str).to_numpy(dtype=object) for name in ("user_id", "track_id", "album_id", "artist_id", "genre", "event")},
@@ -170,9 +171,9 @@ def _popularity_buckets(train_pairs: pd.DataFrame, track_ids: pd.Index) -> pd.Se
     return bucket
 
 
-def _audio_pair_splits(dataset: Dataset, pairs: AudioPairs, config: IngestionConfig) -> Dict[str, Columns]:
-    users, tracks = _user_context(dataset), _track_context(dataset)
-    tracks["popularity_bucket"] = _popularity_buckets(pairs.split("train"), tracks.index)
+def _audio_pair_splits(dataset: Dataset, users: pd.DataFrame, tracks: pd.DataFrame, pairs: AudioPairs,
+                       config: IngestionConfig) -> Dict[str, Columns]:
+    tracks = tracks.assign(popularity_bucket=_popularity_buckets(pairs.split("train"), tracks.index))
     frame = pairs.pairs.join(tracks[["genre", "popularity_bucket"]], on="track_id")
     slices = [c for c in ("gender", "age_bucket", "country") if c in users]
     frame = frame.join(users[slices], on="user_id")
