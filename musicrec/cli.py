@@ -67,7 +67,8 @@ def cmd_user_branch(args):
     from trainer.user_branch import UserBranchConfig
     from trainer.user_module import run_on_dataset
 
-    result = run_on_dataset(args.dataset, args.out, UserBranchConfig(epochs=args.epochs), _feedback_config(args))
+    config = UserBranchConfig() if args.epochs is None else UserBranchConfig(epochs=args.epochs)
+    result = run_on_dataset(args.dataset, args.out, config, _feedback_config(args))
     print(result["report"].table())
     print(f"Report, SavedModels (user_tower/, retrieval/) and embedding tables written to {args.out}")
 
@@ -211,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("user-branch", help="train the two-tower user branch; print hit rate/recall beside the baselines")
     p.add_argument("dataset")
     p.add_argument("--out", required=True, help="output folder: report, SavedModels, embedding tables")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="the most epochs (default 40); early stopping on validation recall@10 picks the number")
     _add_feedback_args(p)
     p.set_defaults(func=cmd_user_branch)
 

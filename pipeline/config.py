@@ -44,7 +44,7 @@ class PipelineConfig:
     negatives: Optional[int] = None  # disliked tracks per liked one; empty: the variant's own
     audio_epochs: int = 10
     audio_steps_per_epoch: Optional[int] = 150  # empty: one pass over the training triplets
-    user_epochs: int = 15
+    user_epochs: int = 40  # the most; early stopping on validation recall@10 picks the number
     user_hidden: List[int] = dataclasses.field(default_factory=lambda: [128, 64])
 
     # --- evaluation and blessing (TFMA) ---------------------------------

@@ -1,5 +1,6 @@
 """The user branch: examples, masking, the loss by hand, OOV ids, training vs baselines, exports."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +20,14 @@ from musicrec.data.user_examples import (
     write_user_examples,
 )
 from trainer.retrieval_eval import popularity_metrics, model_metrics
-from trainer.user_branch import MaskedMean, UserBranchConfig, retrieval_loss, train_user_branch
+from trainer.user_branch import (
+    MaskedMean,
+    UserBranchConfig,
+    retrieval_loss,
+    ValidationRecall,
+    split_validation,
+    train_user_branch,
+)
 from trainer.user_export import (
     EMBED_USER_SIGNATURE,
     RECOMMEND_SIGNATURE,
@@ -112,6 +120,35 @@ def test_training_beats_popularity_on_tiny(trained, branch_data):
     popularity = popularity_metrics(branch_data, track_ids)
     assert model["hit_rate@10"] > popularity["hit_rate@10"] + 0.05
     assert trained.history["loss"][-1] < trained.history["loss"][0]
+
+
+def test_validation_holds_back_each_users_last_label(branch_data):
+    config = UserBranchConfig()
+    train, validation = split_validation(branch_data.train, config)
+    assert len(train) + len(validation) == len(branch_data.train)
+    counts = {u: int((branch_data.train.columns["user_id"] == u).sum()) for u in set(branch_data.train.columns["user_id"])}
+    eligible = {u for u, n in counts.items() if n >= config.min_examples_for_validation}
+    assert sorted(validation.columns["user_id"]) == sorted(eligible)
+    for user, position in zip(validation.columns["user_id"], validation.columns["position"]):
+        assert position == counts[user] - 1  # the user's last training label
+        assert position not in train.columns["position"][train.columns["user_id"] == user]
+    assert split_validation(branch_data.train, UserBranchConfig(early_stopping_patience=0))[1] is None
+
+
+def test_early_stopping_keeps_the_best_epochs_weights(branch_data):
+    # A high learning rate over-fits the tiny data quickly, so the validation recall turns down.
+    config = UserBranchConfig(epochs=30, learning_rate=0.05, early_stopping_patience=2, refit_on_all_examples=False)
+    trained = train_user_branch(branch_data, config, verbose=0)
+    recall = trained.history[f"val_recall@{config.early_stopping_k}"]
+    assert len(recall) < config.epochs, "the validation recall never stopped improving"
+    assert trained.best_epoch == len(recall) - config.early_stopping_patience
+    train, validation = split_validation(branch_data.train, config)
+    check = ValidationRecall(dataclasses.replace(branch_data, train=train), validation, trained.vocab, config)
+    assert check.evaluate(trained.model) == pytest.approx(max(recall))
+    assert max(recall) > recall[-1]
+    # By default the model is then retrained on every example for the chosen number of epochs.
+    refit = train_user_branch(branch_data, dataclasses.replace(config, refit_on_all_examples=True), verbose=0)
+    assert len(refit.history["refit_loss"]) == refit.best_epoch == trained.best_epoch
 
 
 def test_exports_load_in_a_fresh_process_and_match_memory(trained, branch_data, tmp_path):

@@ -1,64 +1,20 @@
-"""Hit rate and recall at K for the user branch, beside the popularity and MF baselines.
-
-All three rank the same catalogue (the training vocabulary) for the same
-held-out targets, with each user's training history removed from their
-ranking. Hit rate@K: the share of test users with at least one of their
-held-out targets in their top K. Recall@K: per user, the share of their
-held-out targets in the top K, averaged over users.
-"""
+"""The user branch's report: hit rate and recall at K (`trainer.ranking`) of the
+two-tower model beside the popularity and user-id MF baselines, on the same
+catalogue (the training vocabulary) and the same held-out targets."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional
 
 import musicrec
 import numpy as np
 import pandas as pd
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
+from trainer.ranking import queries, ranking_metrics
 from trainer.user_branch import TrainedUserBranch, UserBranchConfig, Vocabularies, train_user_branch
-
-KS = (10, 50, 200)
-
-
-def ranking_metrics(scores: np.ndarray, track_ids: np.ndarray, data: UserBranchData, targets: Optional[UserExamples] = None,
-                    ks: Sequence[int] = KS) -> Dict[str, float]:
-    """`scores`: [users, tracks], users in the order of `queries(targets)`; targets default to data.test."""
-    targets = data.test if targets is None else targets
-    test = pd.DataFrame({"user_id": targets.columns["user_id"], "track_id": targets.columns["track_id"].astype(str)})
-    users = test["user_id"].drop_duplicates().to_numpy()
-    if len(users) == 0:
-        raise ValueError("no held-out targets to evaluate (every user has too few liked tracks)")
-    position = {t: i for i, t in enumerate(track_ids)}
-    seen = data.known_liked(targets)
-    scores = scores.astype(np.float64).copy()
-    for row, user in enumerate(users):
-        excluded = [position[t] for t in seen.get(user, ()) if t in position]
-        scores[row, excluded] = -np.inf
-    order = np.argsort(-scores, axis=1, kind="stable")
-    rank = np.empty_like(order)
-    rank[np.arange(len(users))[:, None], order] = np.arange(order.shape[1])[None, :]
-    user_row = {u: i for i, u in enumerate(users)}
-    target_rank = np.asarray(
-        [rank[user_row[u], position[t]] if t in position else np.iinfo(np.int64).max for u, t in zip(test["user_id"], test["track_id"])]
-    )
-    metrics = {}
-    for k in ks:
-        hit = pd.Series(target_rank < k).groupby(test["user_id"].to_numpy())
-        metrics[f"hit_rate@{k}"] = float(hit.any().mean())
-        metrics[f"recall@{k}"] = float(hit.mean().mean())
-    metrics["test_targets"] = int(len(test))
-    metrics["test_users"] = int(len(users))
-    metrics["catalogue"] = int(len(track_ids))
-    return metrics
-
-
-def queries(targets: UserExamples) -> UserExamples:
-    """One query per user of `targets` (their history before the hold-out), in first-appearance order."""
-    first_rows = pd.Series(targets.columns["user_id"]).drop_duplicates().index.to_numpy()
-    return targets.take(first_rows)
 
 
 def model_metrics(trained: TrainedUserBranch, data: UserBranchData, targets: Optional[UserExamples] = None) -> Dict[str, float]:
@@ -75,13 +31,21 @@ def popularity_metrics(data: UserBranchData, track_ids: np.ndarray, targets: Opt
     return ranking_metrics(np.tile(popularity, (len(users), 1)), track_ids, data, targets)
 
 
+TWO_TOWER = "two-tower (history + demographics)"
+MF = "matrix factorisation (user id)"
+
+
 @dataclasses.dataclass
 class UserBranchReport:
     metrics: Dict[str, Dict[str, float]]  # model name -> metrics (users seen in training)
     new_user_metrics: Dict[str, Dict[str, float]] = dataclasses.field(default_factory=dict)  # users never seen
+    epochs: Dict[str, int] = dataclasses.field(default_factory=dict)  # trained model name -> epochs trained
 
     def table(self) -> str:
         text = _table(self.metrics, "users seen in training")
+        if self.epochs:
+            text += "\nEpochs trained (each model's own, by validation recall when early stopping is on): " + ", ".join(
+                f"{name} {epochs}" for name, epochs in self.epochs.items())
         if self.new_user_metrics:
             text += "\n\nNew users (never in training; a user-id model cannot embed them):\n" + _table(self.new_user_metrics, "new users")
         return text
@@ -111,14 +75,15 @@ def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBr
     track_ids, _ = trained.candidate_embeddings()
     report = UserBranchReport(
         metrics={
-            "two-tower (history + demographics)": model_metrics(trained, data),
-            "matrix factorisation (user id)": model_metrics(mf, data),
+            TWO_TOWER: model_metrics(trained, data),
+            MF: model_metrics(mf, data),
             "popularity": popularity_metrics(data, track_ids),
         },
+        epochs={TWO_TOWER: trained.best_epoch, MF: mf.best_epoch},
     )
     if data.new_users is not None and len(data.new_users):
         report.new_user_metrics = {
-            "two-tower (history + demographics)": model_metrics(trained, data, data.new_users),
+            TWO_TOWER: model_metrics(trained, data, data.new_users),
             "popularity": popularity_metrics(data, track_ids, data.new_users),
         }
     return trained, report

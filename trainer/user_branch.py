@@ -20,15 +20,18 @@ baseline (a lookup embedding per user id, as DCUE uses).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Dict, Optional, Sequence, Tuple
 
-import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import musicrec  # (importing it first sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from musicrec.data.user_examples import HISTORY_FEATURES, PAD, UserBranchData, UserExamples
+from trainer.ranking import queries, ranking_metrics
 
 EMBEDDING_DIM = 40
 
@@ -44,8 +47,18 @@ class UserBranchConfig:
     # "history": history + demographics (the paper); "user_id": the MF baseline.
     query: str = "history"
     batch_size: int = 256
-    epochs: int = 15
+    # The most epochs; with early stopping training usually ends sooner.
+    epochs: int = 40
     learning_rate: float = 0.003
+    # Early stopping: each user's last training label (users with at least
+    # `min_examples_for_validation` of them) is held back; training stops once
+    # their recall@`early_stopping_k` over the catalogue has not improved for
+    # this many epochs and keeps the best epoch's weights. 0: train every epoch
+    # on every example.
+    early_stopping_patience: int = 5
+    early_stopping_k: int = 10
+    min_examples_for_validation: int = 3
+    refit_on_all_examples: bool = True
     # History and candidates look ids up in the same tables (YouTubeDNN) or in separate ones.
     share_item_embeddings: bool = True
     dislikes_as_negatives: bool = True
@@ -275,12 +288,30 @@ class TrainedUserBranch:
     config: UserBranchConfig
     history: Dict[str, list]
 
-    def user_embeddings(self, examples: UserExamples, batch_size: int = 1024) -> np.ndarray:
-        return _predict(self.model.query_tower, query_features(examples, self.vocab, self.config), batch_size)
+    @property
+    def best_epoch(self) -> int:
+        """1-based epoch whose weights the model has: the best validation recall, or the last."""
+        recall = self.history.get(f"val_recall@{self.config.early_stopping_k}")
+        return int(np.argmax(recall)) + 1 if recall else len(self.history["loss"])
+
+    def user_embeddings(self, examples: UserExamples) -> np.ndarray:
+        return embed_queries(self.model, examples, self.vocab, self.config)
 
     def candidate_embeddings(self) -> Tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(self.vocab.tracks, dtype=object)
-        return ids, self.model.candidate_tower(tf.constant(ids.astype(str))).numpy()
+        return embed_catalogue(self.model, self.vocab)
+
+
+def embed_queries(model: TwoTowerModel, examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig,
+                  batch_size: int = 1024) -> np.ndarray:
+    features = query_features(examples, vocab, config)
+    dataset = tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
+    return np.concatenate([model.query_tower(batch).numpy() for batch in dataset], axis=0)
+
+
+def embed_catalogue(model: TwoTowerModel, vocab: Vocabularies) -> Tuple[np.ndarray, np.ndarray]:
+    """(track ids, candidate embeddings) of every track in the vocabulary."""
+    ids = np.asarray(vocab.tracks, dtype=object)
+    return ids, model.candidate_tower(tf.constant(ids.astype(str))).numpy()
 
 
 def query_features(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig) -> Dict[str, np.ndarray]:
@@ -292,30 +323,92 @@ def _as_tensor_input(values: np.ndarray) -> np.ndarray:
     return values.astype(str) if values.dtype == object else values
 
 
-def _predict(model: keras.Model, features: Dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-    dataset = tf.data.Dataset.from_tensor_slices(features).batch(batch_size)
-    return np.concatenate([model(batch).numpy() for batch in dataset], axis=0)
-
-
 def train_user_branch(data: UserBranchData, config: UserBranchConfig = UserBranchConfig(), verbose: int = 2,
                       vocab: Optional[Vocabularies] = None) -> TrainedUserBranch:
     """Trains the two-tower model on `data.train`; returns the model and its vocabularies
-    (`vocab`, e.g. from the pipeline's Transform, or learned from `data.train`)."""
+    (`vocab`, e.g. from the pipeline's Transform, or learned from `data.train`).
+
+    With early stopping, a first run on the examples outside the validation
+    labels picks the number of epochs, and the model is then retrained on
+    every example for that many epochs (with `refit_on_all_examples`), so no
+    user's most recent training label is lost to validation.
+    """
     if len(data.train) == 0:
         raise ValueError("no training examples: no user has liked tracks")
-    keras.utils.set_random_seed(config.seed)
     vocab = vocab or Vocabularies.from_examples(data)
-    labels, counts = np.unique(data.train.columns["track_id"].astype(str), return_counts=True)
+    train, validation = split_validation(data.train, config)
+    if validation is None:
+        return _fit(data.train, vocab, config, config.epochs, verbose)
+    recall = ValidationRecall(dataclasses.replace(data, train=train), validation, vocab, config)
+    stopping = keras.callbacks.EarlyStopping(monitor=recall.name, mode="max", patience=config.early_stopping_patience,
+                                             restore_best_weights=True)
+    selected = _fit(train, vocab, config, config.epochs, verbose, callbacks=[recall, stopping])
+    if not config.refit_on_all_examples:
+        return selected
+    logging.info("%s user branch: retraining on all %d examples for the best %d epochs (%s %.3f)", musicrec.LOG_TAG,
+                 len(data.train), selected.best_epoch, recall.name, max(selected.history[recall.name]))
+    refit = _fit(data.train, vocab, config, selected.best_epoch, verbose)
+    return dataclasses.replace(refit, history={**selected.history, "refit_loss": refit.history["loss"]})
+
+
+def _fit(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig, epochs: int,
+         verbose: int, callbacks=()) -> TrainedUserBranch:
+    keras.utils.set_random_seed(config.seed)
+    labels, counts = np.unique(examples.columns["track_id"].astype(str), return_counts=True)
     model = TwoTowerModel(vocab, config, dict(zip(labels, counts / counts.sum())))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    features = query_features(data.train, vocab, config)
-    features["track_id"] = data.train.columns["track_id"].astype(str)
-    features["disliked_track_id"] = data.train.columns["disliked_track_id"].astype(str)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices(features)
-        .shuffle(len(data.train), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    history = model.fit(training_dataset(examples, vocab, config, shuffle=True), epochs=epochs, verbose=verbose,
+                        callbacks=list(callbacks))
     return TrainedUserBranch(model=model, vocab=vocab, config=config, history=history.history)
+
+
+class ValidationRecall(keras.callbacks.Callback):
+    """Adds the validation labels' recall@k over the whole catalogue to each epoch's logs.
+
+    The report's own metric, computed the report's way (`trainer.ranking`),
+    so early stopping follows what is reported; the in-batch softmax loss on
+    a small validation set does not (its few negatives are other users'
+    labels; on the tiny test data it bottomed out at epoch 2 while the
+    held-out ranking went on improving to epoch 15).
+    """
+
+    def __init__(self, data: UserBranchData, validation: UserExamples, vocab: Vocabularies, config: UserBranchConfig):
+        super().__init__()
+        self._data, self._validation, self._vocab, self._config = data, validation, vocab, config
+        self._queries = queries(validation)
+        self.name = f"val_recall@{config.early_stopping_k}"
+
+    def evaluate(self, model: TwoTowerModel) -> float:
+        track_ids, candidates = embed_catalogue(model, self._vocab)
+        scores = embed_queries(model, self._queries, self._vocab, self._config) @ candidates.T
+        metrics = ranking_metrics(scores, track_ids, self._data, self._validation, ks=(self._config.early_stopping_k,))
+        return metrics[f"recall@{self._config.early_stopping_k}"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.name] = self.evaluate(self.model)
+
+
+def split_validation(examples: UserExamples, config: UserBranchConfig) -> Tuple[UserExamples, Optional[UserExamples]]:
+    """(training, validation): the validation rows are the last label (by `position`) of
+    each user with at least `min_examples_for_validation` labels; None when early stopping
+    is off or no user qualifies."""
+    if not config.early_stopping_patience:
+        return examples, None
+    frame = pd.DataFrame({"user_id": examples.columns["user_id"].astype(str), "position": examples.columns["position"]})
+    per_user = frame.groupby("user_id")["position"]
+    last = (frame["position"] == per_user.transform("max")) & (per_user.transform("size") >= config.min_examples_for_validation)
+    if not last.any():
+        return examples, None
+    return examples.take(~last.to_numpy()), examples.take(last.to_numpy())
+
+
+def training_dataset(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig, shuffle: bool) -> tf.data.Dataset:
+    """Batches of query features + the label `track_id` + the hard negative `disliked_track_id`."""
+    features = query_features(examples, vocab, config)
+    features["track_id"] = examples.columns["track_id"].astype(str)
+    features["disliked_track_id"] = examples.columns["disliked_track_id"].astype(str)
+    dataset = tf.data.Dataset.from_tensor_slices(features)
+    if shuffle:
+        dataset = dataset.shuffle(len(examples), seed=config.seed, reshuffle_each_iteration=True)
+    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)

@@ -44,6 +44,7 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
         "config": dataclasses.asdict(config),
         "metrics": report.metrics,
         "new_user_metrics": report.new_user_metrics,
+        "epochs_trained": report.epochs,
         "excluded_users": data.excluded_users,
     }
     (report_dir / REPORT_FILE).write_text(json.dumps(payload, indent=2) + "\n")
