@@ -65,5 +65,6 @@ def test_audio_branch_run_fn_trains_reports_and_exports(tiny_dataset, tiny_featu
     expected = 1 / (1 + np.exp(-(calibration["slope"] * scored["cosine"] + calibration["intercept"])))
     np.testing.assert_allclose(scored["probability"], expected, rtol=1e-5)
     assert abs(roc_auc_score(validation["label"], scored["probability"]) - report["validation"]["auc"]) < 1e-6
+    assert scored["known"].tolist() == [1] * len(validation)
     unknown = model.signatures[audio_module.SCORE_EXAMPLES_SIGNATURE](examples=tf.constant([b""]))
-    assert float(unknown["cosine"][0]) == 0.0
+    assert float(unknown["cosine"][0]) == 0.0 and int(unknown["known"][0]) == 0

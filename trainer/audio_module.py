@@ -221,7 +221,9 @@ class PairScorer(tf.Module):
     The UE (or learned user vector) and track AE tables are baked in; the score
     is cos(user, track) through a logistic calibration fitted on the validation
     pairs, so TFMA's calibration and precision/recall at 0.5 mean something.
-    Unknown users or tracks score cos = 0 (a zero vector), never an error.
+    Unknown users or tracks score cos = 0 (a zero vector), never an error, and
+    the `known` output (0 for such a pair) says which scores are that
+    fallback, so a caller scoring other pairs can count and drop them.
     """
 
     def __init__(self, user_ids, user_vectors, track_ids, track_vectors, slope: float, intercept: float):
@@ -244,10 +246,11 @@ class PairScorer(tf.Module):
     def score_examples(self, examples):
         spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="") for key in ("user_id", "track_id")}
         parsed = tf.io.parse_example(examples, spec)
-        users = tf.gather(self.users, self.user_index.lookup(parsed["user_id"]))
-        tracks = tf.gather(self.tracks, self.track_index.lookup(parsed["track_id"]))
-        cosine = tf.reduce_sum(users * tracks, axis=-1)
-        return {"probability": tf.sigmoid(self.slope * cosine + self.intercept), "cosine": cosine}
+        user_rows, track_rows = self.user_index.lookup(parsed["user_id"]), self.track_index.lookup(parsed["track_id"])
+        cosine = tf.reduce_sum(tf.gather(self.users, user_rows) * tf.gather(self.tracks, track_rows), axis=-1)
+        known = tf.logical_and(user_rows < self.user_index.size(), track_rows < self.track_index.size())
+        return {"probability": tf.sigmoid(self.slope * cosine + self.intercept), "cosine": cosine,
+                "known": tf.cast(known, tf.int64)}
 
 
 def fit_calibration(scores: np.ndarray, labels: np.ndarray):
