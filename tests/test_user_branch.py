@@ -12,6 +12,7 @@ import tensorflow_recommenders as tfrs
 
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import (
+    HISTORY_FEATURES,
     PAD,
     ExampleConfig,
     branch_data_from_examples,
@@ -76,6 +77,19 @@ def test_masked_mean_ignores_padding():
     embeddings = tf.constant([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 5.0], [7.0, 7.0], [9.0, 9.0]]])
     known = tf.constant([[True, True, False], [False, False, False]])
     np.testing.assert_allclose(MaskedMean()(embeddings, known).numpy(), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_history_skip_is_the_centroid_of_the_history_in_candidate_space(trained, branch_data):
+    # The skip term projects the averaged history with the candidate tower's own (linear)
+    # layer, which equals averaging the history tracks' candidate embeddings.
+    row = branch_data.latest.take(np.arange(1))
+    history = row.columns["history_track_ids"][0]
+    history = history[history != PAD]
+    features = {name: tf.constant(row.columns[name].astype(str)) for name in HISTORY_FEATURES}
+    tower = trained.model.query_tower
+    skip = tower._combine_items(tower.pooled_history(features)).numpy()[0]
+    centroid = trained.model.candidate_tower(tf.constant(history.astype(str))).numpy().mean(axis=0)
+    np.testing.assert_allclose(skip, centroid, rtol=1e-4, atol=1e-5)
 
 
 def test_retrieval_loss_matches_a_hand_computed_case():

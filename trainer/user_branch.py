@@ -171,15 +171,21 @@ class QueryTower(keras.Model):
         ]
         self._output = keras.layers.Dense(config.embedding_dim, name="user_embedding")
 
-    def call(self, features):
-        if self._config.query == "user_id":
-            return self._user_embedding(features["user_id"])
-        # Padding and ids never seen in training are left out of the averages
-        # (their rows were never trained), so an unknown track adds nothing.
-        history = tf.concat([
+    def pooled_history(self, features) -> tf.Tensor:
+        """[batch, 3 * dim]: the averaged track, album and artist embeddings of the history.
+
+        Padding and ids never seen in training are left out of the averages
+        (their rows were never trained), so an unknown track adds nothing.
+        """
+        return tf.concat([
             self._mean(self._items[kind](features[feature]), self._items[kind].known(features[feature]))
             for feature, kind in zip(HISTORY_FEATURES, ("track", "album", "artist"))
         ], axis=-1)
+
+    def call(self, features):
+        if self._config.query == "user_id":
+            return self._user_embedding(features["user_id"])
+        history = self.pooled_history(features)
         parts = [history]
         for name, (mean, std) in self._vocab.numeric.items():
             value = tf.cast(features[name], tf.float32)
