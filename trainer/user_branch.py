@@ -200,8 +200,9 @@ class QueryTower(keras.Model):
             x = layer(x)
         user_embedding = self._output(x)
         if self._config.history_skip:
-            # The candidate tower is linear in the item embeddings, so this is the mean
-            # of the history tracks' candidate embeddings (cheap: no per-item projection).
+            # The candidate tower is linear in the item embeddings, so (with shared item
+            # tables) this is the mean of the history tracks' candidate embeddings, at the
+            # cost of one projection rather than one per history item.
             user_embedding += self._combine_items(history)
         return user_embedding
 
@@ -380,7 +381,7 @@ def _fit(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig, 
     labels, counts = np.unique(examples.columns["track_id"].astype(str), return_counts=True)
     model = TwoTowerModel(vocab, config, dict(zip(labels, counts / counts.sum())))
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
-    history = model.fit(training_dataset(examples, vocab, config, shuffle=True), epochs=epochs, verbose=verbose,
+    history = model.fit(_training_dataset(examples, vocab, config), epochs=epochs, verbose=verbose,
                         callbacks=list(callbacks))
     return TrainedUserBranch(model=model, vocab=vocab, config=config, history=history.history)
 
@@ -426,12 +427,14 @@ def split_validation(examples: UserExamples, config: UserBranchConfig) -> Tuple[
     return examples.take(~last.to_numpy()), examples.take(last.to_numpy())
 
 
-def training_dataset(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig, shuffle: bool) -> tf.data.Dataset:
-    """Batches of query features + the label `track_id` + the hard negative `disliked_track_id`."""
+def _training_dataset(examples: UserExamples, vocab: Vocabularies, config: UserBranchConfig) -> tf.data.Dataset:
+    """Shuffled batches of query features + the label `track_id` + the hard negative `disliked_track_id`."""
     features = query_features(examples, vocab, config)
     features["track_id"] = examples.columns["track_id"].astype(str)
     features["disliked_track_id"] = examples.columns["disliked_track_id"].astype(str)
-    dataset = tf.data.Dataset.from_tensor_slices(features)
-    if shuffle:
-        dataset = dataset.shuffle(len(examples), seed=config.seed, reshuffle_each_iteration=True)
-    return dataset.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
+    return (
+        tf.data.Dataset.from_tensor_slices(features)
+        .shuffle(len(examples), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
