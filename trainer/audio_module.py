@@ -30,6 +30,7 @@ from musicrec.data.contract import FeedbackConfig
 from musicrec.data.user_examples import UserExamples, read_user_examples
 from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
+from trainer.pair_metrics import pair_auc
 from trainer.user_export import EMBED_USER_SIGNATURE, USER_TOWER_DIR, read_embeddings
 
 
@@ -185,6 +186,7 @@ def evaluate_liked_disliked(trained: TrainedAudioBranch, pairs: AudioPairs, stor
     predicted = scores[test_split] >= threshold
     return {
         "auc": float(roc_auc_score(labels[test_split], scores[test_split])),
+        "per_user_auc": pair_auc(splits[test_split], scores[test_split]).per_user,
         "precision": float(precision_score(labels[test_split], predicted, zero_division=0)),
         "threshold": float(threshold),
         "validation_auc": float(roc_auc_score(labels["validation"], scores["validation"])),

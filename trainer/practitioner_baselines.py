@@ -33,38 +33,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import musicrec
+from trainer.pair_metrics import PairAUC, pair_auc
 
 # Inverse regularisation strengths tried per user (wide: from near-constant to nearly unregularised).
 DEFAULT_CS: Tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 MAX_FOLDS = 3
-
-
-@dataclasses.dataclass(frozen=True)
-class PairAUC:
-    """Liked/disliked AUC of scores on a set of (user, track, label) pairs."""
-
-    pooled: float  # one AUC over every pair
-    per_user: float  # mean over users with both a liked and a disliked pair
-    users: int  # users in that mean
-    pairs: int
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def pair_auc(pairs: pd.DataFrame, scores: np.ndarray) -> PairAUC:
-    """Pooled and per-user AUC of `scores` aligned with the rows of `pairs` (user_id, label)."""
-    labels = pairs["label"].to_numpy()
-    frame = pd.DataFrame({"user_id": pairs["user_id"].to_numpy(), "label": labels, "score": np.asarray(scores)})
-    per_user = [roc_auc_score(g["label"], g["score"]) for _, g in frame.groupby("user_id") if g["label"].nunique() == 2]
-    pooled = roc_auc_score(labels, scores) if len(np.unique(labels)) == 2 else float("nan")
-    return PairAUC(float(pooled), float(np.mean(per_user)) if per_user else float("nan"), len(per_user), len(frame))
 
 
 @dataclasses.dataclass
@@ -155,13 +133,14 @@ class PerUserLogistic:
 
 
 def practitioner_baselines(train: pd.DataFrame, test: pd.DataFrame,
-                           track_features: Dict[str, Tuple[str, TrackFeatureTable]]) -> List[BaselineResult]:
+                           track_features: Dict[str, Tuple[str, TrackFeatureTable]],
+                           popularity: bool = True) -> List[BaselineResult]:
     """Popularity, and a per-user logistic regression on each named track representation.
 
     `train` / `test`: (user_id, track_id, label) pairs of one split.
     `track_features`: name -> (description, features), e.g. {"musicnn": ("musicnn MSD max_pool + per-user LR", ...)}.
     """
-    results = [_popularity(train, test)]
+    results = [_popularity(train, test)] if popularity else []
     for name, (description, features) in track_features.items():
         model = PerUserLogistic(features).fit(train)
         scores = model.score(test)
@@ -184,10 +163,36 @@ def _popularity(train: pd.DataFrame, test: pd.DataFrame) -> BaselineResult:
     return BaselineResult("popularity", description, pair_auc(test, popularity_scores(train, test)))
 
 
-def format_baselines(results: Sequence[BaselineResult]) -> List[str]:
-    """Markdown table rows (| name | pooled AUC | per-user AUC | note |)."""
-    lines = []
-    for r in results:
-        pooled, per_user = ("n/a", "n/a") if r.auc is None else (f"{r.auc.pooled:.3f}", f"{r.auc.per_user:.3f}")
-        lines.append(f"| {r.description} | {pooled} | {per_user} | {r.note} |")
-    return lines
+def format_baselines(baselines: Sequence[dict]) -> List[str]:
+    """Markdown table rows (| description | pooled AUC | per-user AUC | note |) of `BaselineResult.as_dict()`s."""
+    return [f"| {b['description']} | " + " | ".join("n/a" if b[k] is None else f"{b[k]:.3f}" for k in ("pooled", "per_user"))
+            + f" | {b['note']} |" for b in baselines]
+
+
+BASELINES = ("popularity", "musicnn", "metadata")
+
+
+def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str] = BASELINES,
+                            metadata_columns: Sequence[str] = ("genre",)) -> Dict[str, Tuple[str, TrackFeatureTable]]:
+    """The track representations of the per-user LR baselines that apply to this dataset.
+
+    `audio_files`: (track_id, path) of every track (`Dataset.audio_files()`);
+    musicnn features are cached per file under `cache_root`, and tracks whose
+    audio musicnn cannot use are left out of its table (scored 0.5, counted).
+    A metadata column missing from `tracks` is skipped with a log line.
+    """
+    features: Dict[str, Tuple[str, TrackFeatureTable]] = {}
+    if "musicnn" in baselines:
+        from musicrec.genre.features import extract_cached
+        from musicrec.genre.musicnn_runner import MusicnnFeatures
+
+        extracted = extract_cached(pd.DataFrame(audio_files, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
+        logging.info("%s %s", musicrec.LOG_TAG, extracted.format())
+        features["musicnn"] = ("musicnn MSD max_pool + per-user LR",
+                               TrackFeatureTable(extracted.track_ids, extracted.vectors))
+    for column in metadata_columns if "metadata" in baselines else ():
+        if column not in tracks.columns:
+            logging.info("%s metadata baseline: the tracks table has no %r column; skipped", musicrec.LOG_TAG, column)
+            continue
+        features[f"metadata_{column}"] = (f"{column} one-hot + per-user LR (no audio)", one_hot(tracks, column))
+    return features
