@@ -33,8 +33,10 @@ def _add_feedback_args(parser):
 def cmd_generate_demo(args):
     from musicrec.simulation.generator import generate_demo
 
-    out = generate_demo(args.out, size=args.size, seed=args.seed, faults=not args.no_faults, overwrite=args.overwrite)
-    print(f"Wrote the {args.size} dataset (seed {args.seed}) to {out}")
+    out = generate_demo(
+        args.out, size=args.size, seed=args.seed, faults=not args.no_faults, overwrite=args.overwrite, world=args.world
+    )
+    print(f"Wrote the {args.size} dataset of world {args.world} (seed {args.seed}) to {out}")
 
 
 def cmd_validate_data(args):
@@ -184,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-faults", action="store_true", help="do not add the deliberately broken files and rows")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    from musicrec.simulation.worlds import WORLDS
+
+    p.add_argument(
+        "--world", choices=list(WORLDS), default="default",
+        help="world preset: " + "; ".join(f"{name}: {preset.summary}" for name, preset in WORLDS.items()),
+    )
     p.set_defaults(func=cmd_generate_demo)
 
     p = sub.add_parser("validate-data", help="check a dataset against the data contract and report")

@@ -77,11 +77,12 @@ def build_arrangement(genre: GenreStyle, style: Sequence[float], rng: np.random.
     midi = pretty_midi.PrettyMIDI(initial_tempo=bpm)
     if percussion > 0.12:
         midi.instruments.append(_drums(genre, grid, n_bars, percussion, energy, rng))
-    bass = pretty_midi.Instrument(program=genre.bass_programs[int(rng.integers(len(genre.bass_programs)))])
+    # Named by part, so a mix (production.py) can set each part's level.
+    bass = pretty_midi.Instrument(program=genre.bass_programs[int(rng.integers(len(genre.bass_programs)))], name="bass")
     _bass_line(bass, genre.bass_style, grid, degrees, scale, 36 + key, energy, rng)
-    chords = pretty_midi.Instrument(program=_pick(genre.chord_programs, brightness))
+    chords = pretty_midi.Instrument(program=_pick(genre.chord_programs, brightness), name="chords")
     _chords(chords, genre, grid, degrees, scale, 52 + key + register_shift, energy, rng)
-    lead = pretty_midi.Instrument(program=_pick(genre.lead_programs, brightness))
+    lead = pretty_midi.Instrument(program=_pick(genre.lead_programs, brightness), name="lead")
     _melody(lead, grid, scale, 64 + key + register_shift, energy, valence, n_bars, rng)
     midi.instruments.extend([bass, chords, lead])
     return midi
@@ -96,7 +97,7 @@ def _add(instrument, pitch: int, start: float, end: float, velocity: int) -> Non
 
 
 def _drums(genre, grid, n_bars, percussion, energy, rng):
-    drums = pretty_midi.Instrument(program=0, is_drum=True)
+    drums = pretty_midi.Instrument(program=0, is_drum=True, name="drums")
     level = 40 + 80 * percussion
     for bar in range(n_bars):
         fill = bar % 4 == 3 and rng.random() < 0.5 + 0.4 * energy

@@ -8,7 +8,10 @@ of each unusable kind (missing, unreadable, empty, silent, too short), one
 malformed interaction row and one interaction naming an unknown track, so the
 validation and quarantine paths show up in every demo run.
 
-Same seed, same dataset: the tables are identical byte for byte.
+`world` picks a preset (worlds.py): the same generator, configured to differ
+from the default where real services differ.
+
+Same world and seed, same dataset: the tables are identical byte for byte.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,23 +28,24 @@ from tqdm import tqdm
 
 from musicrec.simulation import world as world_lib
 from musicrec.simulation.arrangement import build_arrangement
-from musicrec.simulation.genres import GENRES_BY_NAME
+from musicrec.simulation.genres import GenreStyle
 from musicrec.simulation.oracle import GROUND_TRUTH_DIR
+from musicrec.simulation.production import AudioSpec
 from musicrec.simulation.render import render
+from musicrec.simulation.worlds import get_world
 
-# Real catalogues mix containers, rates and channel counts; so does the demo.
-FORMATS = (("ogg", "OGG", "VORBIS", 0.45), ("mp3", "MP3", "MPEG_LAYER_III", 0.35), ("flac", "FLAC", "PCM_16", 0.12), ("wav", "WAV", "PCM_16", 0.08))
-SAMPLE_RATES = ((22050, 0.55), (44100, 0.25), (16000, 0.1), (32000, 0.1))
-STEREO_SHARE = 0.3
 FAULT_KINDS = ("missing", "unreadable", "empty", "silent", "too_short")
 # Bump when the generated data changes, so cached demo datasets are regenerated.
 GENERATOR_VERSION = 2
 
 
-def generate_demo(out_dir, size: str = "demo", seed: int = 0, faults: bool = True, overwrite: bool = False) -> pathlib.Path:
-    """Generates the dataset into `out_dir` and returns its path."""
+def generate_demo(
+    out_dir, size: str = "demo", seed: int = 0, faults: bool = True, overwrite: bool = False, world: str = "default"
+) -> pathlib.Path:
+    """Generates the dataset of world preset `world` into `out_dir` and returns its path."""
     if size not in world_lib.SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(world_lib.SIZES)}")
+    preset = get_world(world)
     out = pathlib.Path(out_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -50,26 +54,29 @@ def generate_demo(out_dir, size: str = "demo", seed: int = 0, faults: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     spec = world_lib.SIZES[size]
     rng = np.random.default_rng(seed)
-    world = world_lib.sample_world(spec, rng)
-    interactions = world_lib.simulate_listening(world, spec, rng)
-    tracks = world.tracks.copy()
-    tracks["audio_path"] = _render_catalogue(world.tracks, out, seed)
+    latent = world_lib.sample_world(spec, rng, preset.service)
+    interactions = world_lib.simulate_listening(latent, spec, rng)
+    genres = {g.name: g for g in preset.service.genres}
+    tracks = latent.tracks.copy()
+    tracks["audio_path"] = _render_catalogue(latent.tracks, out, seed, genres, preset.audio)
     fault_rows: List[Dict] = []
     extra_lines: List[str] = []
     if faults:
-        tracks, interactions, fault_rows, extra_lines = _inject_faults(tracks, interactions, world, out, seed)
-    _write_tables(out, world, tracks, interactions, extra_lines)
-    _write_ground_truth(out, world, tracks, fault_rows, size, seed)
+        tracks, interactions, fault_rows, extra_lines = _inject_faults(tracks, interactions, latent, genres, out, seed)
+    _write_tables(out, latent, tracks, interactions, extra_lines)
+    _write_ground_truth(out, latent, tracks, fault_rows, dict(size=size, seed=seed, world=world))
     return out
 
 
-def is_generated(out_dir, size: str, seed: int) -> bool:
-    """Whether `out_dir` holds this generator version's dataset for (size, seed)."""
+def is_generated(out_dir, size: str, seed: int, world: str = "default") -> bool:
+    """Whether `out_dir` holds this generator version's dataset for (size, seed, world)."""
     params_file = pathlib.Path(out_dir) / GROUND_TRUTH_DIR / "params.json"
     if not params_file.is_file():
         return False
     params = json.loads(params_file.read_text())
-    return (params.get("generator_version"), params.get("size"), params.get("seed")) == (GENERATOR_VERSION, size, seed)
+    # Datasets from before world presets were all of the default world, byte for byte.
+    recorded = (params.get("generator_version"), params.get("size"), params.get("seed"), params.get("world", "default"))
+    return recorded == (GENERATOR_VERSION, size, seed, world)
 
 
 def _track_rng(seed: int, index: int) -> np.random.Generator:
@@ -77,33 +84,39 @@ def _track_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def _choose(rng: np.random.Generator, options):
-    weights = np.asarray([o[-1] for o in options], dtype=float)
+def _choose(rng: np.random.Generator, options: Sequence, shares: Sequence[float]):
+    weights = np.asarray(shares, dtype=float)
     return options[int(rng.choice(len(options), p=weights / weights.sum()))]
 
 
-def _render_catalogue(tracks: pd.DataFrame, out: pathlib.Path, seed: int) -> List[str]:
+def _render_catalogue(
+    tracks: pd.DataFrame, out: pathlib.Path, seed: int, genres: Dict[str, GenreStyle], audio: AudioSpec
+) -> List[str]:
     paths = []
     for i, track in tqdm(list(tracks.iterrows()), desc="rendering tracks", unit="track", mininterval=5):
         rng = _track_rng(seed, i)
         style = track[[c for c in tracks.columns if c.startswith("style_")]].to_numpy(float)
-        midi = build_arrangement(GENRES_BY_NAME[track["genre"]], style, rng, track["seconds"])
-        paths.append(_write_audio(out, f"audio/{track['genre']}", track["track_id"], midi, track["seconds"], rng))
+        midi = build_arrangement(genres[track["genre"]], style, rng, track["seconds"])
+        paths.append(_write_audio(out, f"audio/{track['genre']}", track["track_id"], midi, track["seconds"], audio, rng))
     return paths
 
 
-def _write_audio(out, folder, track_id, midi, seconds, rng) -> str:
-    ext, container, subtype, _ = _choose(rng, FORMATS)
-    rate, _ = _choose(rng, SAMPLE_RATES)
-    stereo = bool(rng.random() < STEREO_SHARE)
-    audio = render(midi, rate, seconds, stereo=stereo)
-    relative = f"{folder}/{track_id}.{ext}"
+def _write_audio(out, folder, track_id, midi, seconds, spec: AudioSpec, rng) -> str:
+    audio_format = _choose(rng, spec.formats, [f.share for f in spec.formats])
+    rate = _choose(rng, [rate for rate, _ in spec.sample_rates], [share for _, share in spec.sample_rates])
+    stereo = bool(rng.random() < spec.stereo_share)
+    mix = None if spec.mix is None else spec.mix.draw(rng)
+    audio = render(midi, rate, seconds, stereo=stereo, mix=mix)
+    relative = f"{folder}/{track_id}.{audio_format.ext}"
     (out / folder).mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(out / relative), audio, rate, format=container, subtype=subtype)
+    soundfile.write(
+        str(out / relative), audio, rate, format=audio_format.container, subtype=audio_format.subtype,
+        compression_level=audio_format.compression_level, bitrate_mode=audio_format.bitrate_mode,
+    )
     return relative
 
 
-def _inject_faults(tracks, interactions, world, out, seed):
+def _inject_faults(tracks, interactions, world, genres, out, seed):
     """Adds one track per unusable-audio kind, plus two bad interaction rows."""
     rng = _track_rng(seed, len(tracks))
     folder = out / "audio" / "faults"
@@ -121,7 +134,7 @@ def _inject_faults(tracks, interactions, world, out, seed):
         elif kind == "silent":
             soundfile.write(str(path), np.zeros(22050 * 20, np.float32), 22050)
         elif kind == "too_short":
-            genre = GENRES_BY_NAME[template["genre"]]
+            genre = genres[template["genre"]]
             audio = render(build_arrangement(genre, genre.style_center, rng, 1.5), 22050, 1.5)
             soundfile.write(str(path), audio, 22050, format="OGG", subtype="VORBIS")
         # "missing": the row points at a file that is not there.
@@ -163,7 +176,8 @@ def _write_tables(out, world, tracks, interactions, extra_lines):
             f.write(line + "\n")
 
 
-def _write_ground_truth(out, world, tracks, fault_rows, size, seed):
+def _write_ground_truth(out, world, tracks, fault_rows, identity: Dict):
+    """`identity`: size, seed and world name, which is_generated compares."""
     root = out / GROUND_TRUTH_DIR
     root.mkdir(exist_ok=True)
     latent_user = [c for c in world.users.columns if c.startswith(("taste_", "pref_"))]
@@ -181,8 +195,7 @@ def _write_ground_truth(out, world, tracks, fault_rows, size, seed):
     )
     params = {
         "generator_version": GENERATOR_VERSION,
-        "size": size,
-        "seed": seed,
+        **identity,
         "weights": world.weights.__dict__,
         "utility": "A(u,t) = taste(u) . (2 style(t) - 1) + pref(u, genre(t)); "
         "U = A + artist_loyalty * affinity(u, artist) + popularity * z(log popularity)",

@@ -177,3 +177,53 @@ GENRES: Tuple[GenreStyle, ...] = (
 )
 
 GENRES_BY_NAME = {g.name: g for g in GENRES}
+
+
+def blend(name: str, rhythm: GenreStyle, voice: GenreStyle) -> GenreStyle:
+    """A crossover genre: `rhythm`'s drums and harmony, `voice`'s bass line and lead,
+    tempo range and style centre halfway between the two, so its styles overlap both."""
+    return GenreStyle(
+        name=name,
+        tempo_range=tuple((a + b) / 2 for a, b in zip(rhythm.tempo_range, voice.tempo_range)),
+        style_center=tuple((a + b) / 2 for a, b in zip(rhythm.style_center, voice.style_center)),
+        kick=rhythm.kick,
+        snare=rhythm.snare,
+        hat=rhythm.hat,
+        hat_key=rhythm.hat_key,
+        snare_key=rhythm.snare_key,
+        bass_programs=voice.bass_programs,
+        bass_style=voice.bass_style,
+        chord_programs=rhythm.chord_programs,
+        chord_style=rhythm.chord_style,
+        lead_programs=voice.lead_programs,
+        progressions=rhythm.progressions + voice.progressions,
+        sevenths=rhythm.sevenths or voice.sevenths,
+        bars_per_chord=rhythm.bars_per_chord,
+    )
+
+
+# Another service's take on the same eight genres: other instruments (GM
+# programs) and tempo ranges, as a catalogue of real recordings would have.
+_RESTYLED = {
+    "rock": dict(tempo_range=(88, 140), bass_programs=(33, 35), chord_programs=(28, 27, 25), lead_programs=(26, 27, 62)),
+    "metal": dict(tempo_range=(120, 210), bass_programs=(33, 34), chord_programs=(18, 30), lead_programs=(87, 30, 18)),
+    "electronic": dict(tempo_range=(124, 150), bass_programs=(87, 38), chord_programs=(90, 94, 91), lead_programs=(82, 83, 85)),
+    "hiphop": dict(tempo_range=(70, 100), bass_programs=(38, 39), chord_programs=(5, 16, 48), lead_programs=(56, 61, 11)),
+    "jazz": dict(tempo_range=(90, 220), bass_programs=(32, 33), chord_programs=(26, 0, 11), lead_programs=(64, 71, 73)),
+    "classical": dict(tempo_range=(50, 130), bass_programs=(43, 58), chord_programs=(46, 52, 48), lead_programs=(71, 68, 40)),
+    "reggae": dict(tempo_range=(60, 100), bass_programs=(33, 38), chord_programs=(16, 4, 27), lead_programs=(61, 65, 9)),
+    "folk": dict(tempo_range=(75, 140), bass_programs=(32, 43), chord_programs=(24, 105, 46), lead_programs=(21, 40, 75)),
+}
+_RESTYLED_BY_NAME = {g.name: dataclasses.replace(g, **_RESTYLED[g.name]) for g in GENRES}
+# 14 style families: the restyled eight plus six crossovers between them.
+CROSSOVER_GENRES: Tuple[GenreStyle, ...] = tuple(_RESTYLED_BY_NAME.values()) + tuple(
+    blend(name, _RESTYLED_BY_NAME[rhythm], _RESTYLED_BY_NAME[voice])
+    for name, rhythm, voice in (
+        ("folk_rock", "rock", "folk"),
+        ("jazz_rap", "hiphop", "jazz"),
+        ("electro_rock", "electronic", "rock"),
+        ("chamber_folk", "folk", "classical"),
+        ("rap_metal", "metal", "hiphop"),
+        ("dubtronica", "reggae", "electronic"),
+    )
+)
