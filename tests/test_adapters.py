@@ -3,8 +3,10 @@
 import textwrap
 
 import pytest
+import soundfile
 
 from components.listening_data.ingest import IngestionConfig, ingest
+from conftest import tone, write_dataset
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import DatasetError
@@ -72,3 +74,30 @@ def test_a_custom_adapter_feeds_validation_and_ingestion(tmp_path, monkeypatch):
 def test_bad_adapter_names_get_clear_errors(tmp_path, name, message):
     with pytest.raises(DatasetError, match=message):
         load_with_adapter(tmp_path, name)
+
+
+SHARED_AUDIO_ADAPTER = textwrap.dedent('''
+    import dataclasses, os, pathlib
+    from musicrec.data.loading import load_dataset
+
+    def load_with_shared_audio(root):
+        return dataclasses.replace(load_dataset(root), audio_roots=(pathlib.Path(os.environ["SHARED_AUDIO"]),))
+''')
+
+
+def test_an_adapter_declares_another_audio_root(tmp_path, monkeypatch):
+    shared = tmp_path / "shared_audio"
+    shared.mkdir()
+    soundfile.write(str(shared / "t1.wav"), tone(4.0, 22050), 22050)
+    (tmp_path / "shared_audio_adapter.py").write_text(SHARED_AUDIO_ADAPTER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHARED_AUDIO", str(shared))
+    root = write_dataset(tmp_path / "data", "user_id\nu1\n", "track_id,artist_id,album_id,audio_path\n",
+                         "user_id,track_id,timestamp,event\nu1,t1,1704103200,like\n")
+    (root / "tracks.csv").write_text(f"track_id,artist_id,album_id,audio_path\nt1,a,al,{shared / 't1.wav'}\nt2,a,al,/etc/hostname\n")
+
+    feedback = FeedbackConfig(min_liked=1, min_disliked=0)
+    plain = validate_dataset(load_with_adapter(root), feedback)
+    assert {a.track_id: a.status for a in plain.audio} == {"t1": "outside_dataset", "t2": "outside_dataset"}
+    declared = validate_dataset(load_with_adapter(root, "shared_audio_adapter:load_with_shared_audio"), feedback)
+    assert {a.track_id: a.status for a in declared.audio} == {"t1": "ok", "t2": "outside_dataset"}

@@ -1,8 +1,10 @@
 """Beam transforms of the audio feature component: decode, log-mel, quarantine.
 
-`ExtractLogMel` turns (track_id, audio file) pairs into serialized tf.Examples
-(`musicrec.audio.records`) and routes unusable audio to a quarantine output,
-one record per file with its status, counted by Beam metrics. It runs on any
+`ExtractLogMel` turns a dataset's audio files (`decode.AudioFile`, from
+`Dataset.audio_files()`) into serialized tf.Examples (`musicrec.audio.records`)
+and routes unusable audio to a quarantine output, one record per file with its
+status, counted by Beam metrics. A file that resolves outside the dataset's
+folders is quarantined as "outside_dataset" without being opened. It runs on any
 Beam runner: DirectRunner locally (`--direct_num_workers=2
 --direct_running_mode=multi_processing` uses both cores), Dataflow, Flink or
 Spark by pipeline options; the TFX component of the pipeline wraps the same
@@ -17,7 +19,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -58,13 +60,13 @@ class _ExtractLogMelFn(beam.DoFn):
         self._done = 0
         self._started = self._last_report = time.monotonic()
 
-    def process(self, track: Tuple[str, str]):
+    def process(self, track: decode.AudioFile):
         from musicrec.audio.records import encode_example
 
         track_id, path = track
         try:
-            waveform = decode.load_audio(
-                path, self._config.sample_rate, max_seconds=self._config.max_seconds, min_seconds=self._min_seconds
+            waveform = track.load(
+                sample_rate=self._config.sample_rate, max_seconds=self._config.max_seconds, min_seconds=self._min_seconds
             )
         except decode.AudioError as error:
             self._counters[error.status].inc()
@@ -88,7 +90,7 @@ class _ExtractLogMelFn(beam.DoFn):
 
 
 class ExtractLogMel(beam.PTransform):
-    """(track_id, audio path) -> serialized tf.Example; quarantine and index records on the side.
+    """decode.AudioFile -> serialized tf.Example; quarantine and index records on the side.
 
     Returns a DoOutputsTuple with the main output (serialized examples),
     `QUARANTINE` (dicts: track_id, path, status, detail) and `INDEX` (dicts:
@@ -129,7 +131,7 @@ class FeatureReport:
         return "\n".join(lines)
 
 
-def write_features(pipeline: beam.Pipeline, tracks: Sequence[Tuple[str, str]], output_dir,
+def write_features(pipeline: beam.Pipeline, tracks: Sequence[decode.AudioFile], output_dir,
                    config: LogMelConfig = DEFAULT, min_seconds: float = 3.0) -> None:
     """Adds the extraction to `pipeline`: log-mel TFRecords, the quarantine list and the index
     under `output_dir`. The standalone job below and the pipeline's component both use it."""
@@ -172,7 +174,7 @@ def clear_outputs(output_dir) -> pathlib.Path:
 
 
 def extract_features(
-    tracks: Iterable[Tuple[str, str]],
+    tracks: Iterable[decode.AudioFile],
     output_dir,
     config: LogMelConfig = DEFAULT,
     min_seconds: float = 3.0,

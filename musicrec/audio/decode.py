@@ -12,9 +12,10 @@ count each kind in its quarantine report.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
@@ -57,8 +58,41 @@ class TooShortAudioError(AudioError):
     status = "too_short"
 
 
-AUDIO_ERRORS = (MissingAudioError, UnreadableAudioError, EmptyAudioError, SilentAudioError, TooShortAudioError)
+class OutsideDatasetAudioError(AudioError):
+    status = "outside_dataset"
+
+
+AUDIO_ERRORS = (
+    MissingAudioError, UnreadableAudioError, EmptyAudioError, SilentAudioError, TooShortAudioError, OutsideDatasetAudioError,
+)
 AUDIO_STATUSES = tuple(e.status for e in AUDIO_ERRORS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioFile:
+    """A track's audio file and the folders it must resolve inside (the dataset folder and any
+    audio root its adapter declares); `load_audio` refuses it anywhere else."""
+
+    track_id: str
+    path: str
+    roots: Tuple[str, ...]
+
+    def __iter__(self):
+        # Unpacks as the (track_id, path) pair that callers took before the roots came along.
+        return iter((self.track_id, self.path))
+
+    def load(self, **options) -> np.ndarray:
+        """`load_audio` of this file inside its roots; `options` as load_audio's."""
+        return load_audio(self.path, roots=self.roots, **options)
+
+
+def check_inside(path, roots: Sequence) -> None:
+    """Raises OutsideDatasetAudioError unless `path`, symbolic links followed, lies inside one of `roots`."""
+    resolved = pathlib.Path(path).resolve()
+    if not any(resolved.is_relative_to(pathlib.Path(root).resolve()) for root in roots):
+        raise OutsideDatasetAudioError(
+            path, f"outside the dataset: resolves to {resolved}, not inside {' or '.join(str(r) for r in roots)}"
+        )
 
 
 def load_audio(
@@ -66,13 +100,17 @@ def load_audio(
     sample_rate: int = SAMPLE_RATE,
     max_seconds: Optional[float] = 30.0,
     min_seconds: float = 0.0,
+    roots: Optional[Sequence] = None,
 ) -> np.ndarray:
     """Decodes the first `max_seconds` of `path` as float32 mono at `sample_rate`.
 
-    Raises a subclass of AudioError when the file is missing, cannot be
-    decoded, holds no samples, is shorter than `min_seconds` (for example the
-    training context duration), or is silent.
+    Raises a subclass of AudioError when the file lies outside `roots` (when
+    given: a dataset's audio is opened only inside its folders), is missing,
+    cannot be decoded, holds no samples, is shorter than `min_seconds` (for
+    example the training context duration), or is silent.
     """
+    if roots is not None:
+        check_inside(path, roots)
     path = pathlib.Path(path)
     if not path.is_file():
         raise MissingAudioError(path, "file not found")

@@ -7,7 +7,17 @@ executors), so a service plugs in its own logs and catalogue without touching
 the pipeline. Everything downstream (validation, ingestion, audio features)
 takes the Dataset, whichever adapter produced it. An adapter should build the
 three tables with the contract's columns (`musicrec.data.contract`) and count
-what it could not convert in `Dataset.malformed` rather than drop it.
+what it could not convert in `Dataset.malformed` rather than drop it (a
+`MalformedRow` with file, line and, where one fits, a fault kind of
+`contract.ROW_FAULTS`), and set `Dataset.rows_read` when it knows how many rows
+each table had, so the validation summary can show that none went missing.
+
+Audio is opened only inside the dataset folder: a track whose `audio_path`
+resolves (symbolic links followed) anywhere else is quarantined as
+"outside_dataset". An adapter whose audio lives in another folder declares it
+explicitly in `Dataset.audio_roots`, e.g.
+`dataclasses.replace(load_dataset(root), audio_roots=(pathlib.Path("/mnt/audio"),))`;
+its tracks may then name absolute paths under that folder.
 """
 
 from __future__ import annotations

@@ -7,15 +7,50 @@ columns) and the audio files they point to:
   tracks.csv        track_id, artist_id, album_id, audio_path, [genre], [release_date]
   interactions.csv  user_id, track_id, timestamp, event
 
+Every row of a table ends up in exactly one place, so that rows read = rows
+loaded + rows reported (`musicrec validate-data` prints this sum per table):
+
+* loaded, possibly with a value changed (reported in `Dataset.changed_values`,
+  with file and line): an optional value that breaks its column's rule (an
+  age that is not an integer, "NaN", or outside 0..120; a release date that
+  is not a date) is set to missing and the row kept, so one bad demographic
+  never costs a user their history; an event that differs from a known type
+  only in letter case ("Like") is lower-cased and counted;
+* not loaded, reported with file, line and a fault kind (`Dataset.malformed`):
+  see `ROW_FAULTS`. Rows that repeat an earlier row's key (users: user_id,
+  tracks: track_id, interactions: the whole event, after parsing, so an ISO
+  time and the same time in unix seconds match) are duplicates: the first is
+  kept. An unknown event type ("teleport") is a malformed row, not drift: it
+  never reaches the models or TFDV;
+* interactions naming a user or track absent from the other tables (counted
+  as unknown user, or else as unknown track, with examples).
+
+A CSV line is a physical line (split at "\n"; the header is line 1): bytes
+that are not UTF-8 cost exactly the row that holds them. A quoted value may
+span lines only in an extra column (one the contract does not name); a quote
+that runs across lines anywhere else is an unbalanced quote: its first line is
+reported and reading resumes on the next line, so it cannot swallow the rows
+after it. Parquet rows are numbered from 1.
+
+Timestamps are ISO-8601 times or unix *seconds* between 1970-01-01 and
+2100-01-01 (`TIMESTAMP_RANGE`). A number beyond that range which would be in
+it divided by 1000 is refused per row as "looks like milliseconds" (never
+converted: a silently rescaled clock is worse than a refused row); infinities,
+NaN and other out-of-range times are refused per row too.
+
+Audio paths must resolve (symbolic links followed) inside the dataset folder
+or a folder an adapter declares in `Dataset.audio_roots`; any other path is
+quarantined as "outside_dataset" and never opened.
+
 This module only *describes* the contract (columns, value kinds, event
-vocabulary, which events count as liked or disliked). Reading lives in
-`musicrec.data.loading`, checking in `musicrec.data.validation`.
+vocabulary, fault kinds, which events count as liked or disliked). Reading
+lives in `musicrec.data.loading`, checking in `musicrec.data.validation`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 EVENT_TYPES: Tuple[str, ...] = ("play", "complete", "skip", "like", "dislike", "playlist_add")
 
@@ -23,10 +58,42 @@ EVENT_TYPES: Tuple[str, ...] = ("play", "complete", "skip", "like", "dislike", "
 ID = "id"  # non-empty string
 INT = "int"  # integer, may be blank when the column is optional
 STRING = "string"  # free text, may be blank
-TIMESTAMP = "timestamp"  # ISO-8601 or unix seconds
+TIMESTAMP = "timestamp"  # ISO-8601 or unix seconds, within the column's valid_range
 DATE = "date"  # ISO-8601 date or datetime, may be blank
-EVENT = "event"  # non-empty; EVENT_TYPES are interpreted, others kept and counted as unknown
+EVENT = "event"  # one of EVENT_TYPES, letter case aside
 PATH = "path"  # non-empty path relative to the dataset folder
+
+# 1970-01-01T00:00:00Z to 2100-01-01T00:00:00Z in unix seconds, and ages in years (inclusive).
+TIMESTAMP_RANGE = (0, 4_102_444_800)
+AGE_RANGE = (0, 120)
+
+# Fault kinds: how a row or value that breaks the contract is counted. The
+# validation summary counts each; `MalformedRow.kind` / `ChangedValue.kind` hold them.
+ROW_FAULTS: Dict[str, str] = {  # the row is not loaded
+    "undecodable": "the line holds bytes that are not UTF-8 text (an invalid sequence, or a NUL byte)",
+    "unparsable_csv": "the csv module cannot parse the record (a bare carriage return, a quote that runs across lines)",
+    "field_count": "more or fewer fields than the header",
+    "blank_required": "a required value is blank",
+    "duplicate": "repeats the key of an earlier row (interactions: the whole event); the first is kept",
+    "timestamp_unparsable": "the timestamp is neither ISO-8601 nor a number",
+    "timestamp_not_finite": "the timestamp is infinite or NaN",
+    "timestamp_out_of_range": "the timestamp is before 1970 or after 2100 (TIMESTAMP_RANGE)",
+    "timestamp_milliseconds": "the timestamp looks like unix milliseconds (in range once divided by 1000)",
+    "event_unknown": "the event is not one of EVENT_TYPES",
+    "malformed": "an adapter's row it could not convert (adapters that name no kind)",
+}
+VALUE_FAULTS: Dict[str, str] = {  # the row is loaded with the value set to missing
+    "age_not_integer": "the age is not an integer (text, a fraction, NaN)",
+    "age_out_of_range": "the age is outside AGE_RANGE",
+    "release_date_unparsable": "the release date is not an ISO-8601 date",
+}
+NORMALISED_VALUES: Dict[str, str] = {  # the row is loaded with the value normalised
+    "event_case_normalised": "the event differs from a known type only in letter case; lower-cased",
+}
+UNKNOWN_IDS: Dict[str, str] = {  # the interaction is not loaded; counted with examples
+    "unknown_user": "names a user absent from the users table",
+    "unknown_track": "names a known user but a track absent from the tracks table",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +102,17 @@ class Column:
     kind: str
     # A required column must be present in the file and non-blank in every row.
     required: bool = True
+    # Inclusive bounds of a numeric value (timestamps: unix seconds).
+    valid_range: Optional[Tuple[int, int]] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class TableSpec:
     name: str
     columns: Tuple[Column, ...]
-    # Column whose values must be unique (the table's primary key), if any.
-    key: Optional[str] = None
+    # Columns whose values together must be unique (a later repeat is a
+    # duplicate row); the table's primary key, or every column of an event log.
+    key: Tuple[str, ...] = ()
     # Whether columns beyond `columns` are kept (extra demographics).
     extra_columns_allowed: bool = False
 
@@ -56,10 +126,10 @@ class TableSpec:
 
 USERS = TableSpec(
     name="users",
-    key="user_id",
+    key=("user_id",),
     columns=(
         Column("user_id", ID),
-        Column("age", INT, required=False),
+        Column("age", INT, required=False, valid_range=AGE_RANGE),
         Column("gender", STRING, required=False),
         Column("country", STRING, required=False),
     ),
@@ -71,7 +141,7 @@ STANDARD_DEMOGRAPHICS: Tuple[str, ...] = ("age", "gender", "country")
 
 TRACKS = TableSpec(
     name="tracks",
-    key="track_id",
+    key=("track_id",),
     columns=(
         Column("track_id", ID),
         Column("artist_id", ID),
@@ -84,10 +154,11 @@ TRACKS = TableSpec(
 
 INTERACTIONS = TableSpec(
     name="interactions",
+    key=("user_id", "track_id", "timestamp", "event"),
     columns=(
         Column("user_id", ID),
         Column("track_id", ID),
-        Column("timestamp", TIMESTAMP),
+        Column("timestamp", TIMESTAMP, valid_range=TIMESTAMP_RANGE),
         Column("event", EVENT),
     ),
 )

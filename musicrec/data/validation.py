@@ -1,9 +1,11 @@
 """`musicrec validate-data`: loads a dataset, checks it against the contract, reports everything.
 
-The report counts what the models will see and, separately, every row, user
-and audio file that will be left out and why. It is printed as a summary and
-written as files (JSON summary, plus CSV lists of malformed rows, excluded
-users and quarantined audio). `ValidationReport.fatal` lists the reasons the
+The report counts what the models will see and, separately, every row, value,
+user and audio file that will be left out or changed and why: per table file,
+rows read = rows loaded + malformed rows (by fault kind) + interactions naming
+unknown users or tracks. It is printed as a summary and written as files (JSON
+summary, plus CSV lists of malformed rows, changed values, excluded users and
+quarantined audio). `ValidationReport.fatal` lists the reasons the
 dataset cannot be used at all; the CLI exits non-zero when there are any.
 """
 
@@ -42,8 +44,11 @@ class ValidationReport:
     conflicting_feedback_pairs: int
     eligible_users: int
     excluded_users: pd.DataFrame  # user_id, liked, disliked, reason
-    malformed_rows: pd.DataFrame  # file, line, reason
+    malformed_rows: pd.DataFrame  # file, line, reason, kind
+    changed_values: pd.DataFrame  # file, line, reason, kind: rows loaded with a value set to missing or normalised
+    rows: Dict[str, Dict[str, int]]  # per table file: read, loaded, malformed (+ unknown_user, unknown_track)
     unknown_ids: Dict[str, object]
+    missing_values: Dict[str, int]  # "table.column": loaded rows with the optional value missing
     audio: Optional[List[AudioCheck]]  # None when audio was not checked
     missing_demographics: List[str]
     fatal: List[str]
@@ -66,7 +71,12 @@ class ValidationReport:
             "conflicting_feedback_pairs": self.conflicting_feedback_pairs,
             "eligible_users": self.eligible_users,
             "excluded_users": len(self.excluded_users),
+            "rows": self.rows,
             "malformed_rows": len(self.malformed_rows),
+            "malformed_rows_by_kind": _by_kind(self.malformed_rows),
+            "changed_values": len(self.changed_values),
+            "changed_values_by_kind": _by_kind(self.changed_values),
+            "missing_values": self.missing_values,
             "unknown_ids": self.unknown_ids,
             "audio": self.audio_counts if self.audio is not None else "not checked",
             "missing_demographics": self.missing_demographics,
@@ -78,6 +88,7 @@ class ValidationReport:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "validation_summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
         self.malformed_rows.to_csv(report_dir / "malformed_rows.csv", index=False)
+        self.changed_values.to_csv(report_dir / "changed_values.csv", index=False)
         self.excluded_users.to_csv(report_dir / "excluded_users.csv", index=False)
         quarantined = [dataclasses.asdict(a) for a in self.audio or [] if a.status != "ok"]
         pd.DataFrame(quarantined, columns=["track_id", "audio_path", "status", "detail"]).to_csv(
@@ -100,11 +111,14 @@ class ValidationReport:
             f"(below the minimum liked/disliked counts)"
         )
         lines.append(f"  (user, track) pairs with conflicting feedback, resolved: {self.conflicting_feedback_pairs}")
-        lines.append(f"  malformed rows (skipped): {len(self.malformed_rows)}")
-        for row in self.malformed_rows.head(10).itertuples():
-            lines.append(f"    {row.file}:{row.line}: {row.reason}")
-        if len(self.malformed_rows) > 10:
-            lines.append(f"    ... {len(self.malformed_rows) - 10} more in malformed_rows.csv")
+        for file, n in self.rows.items():
+            unknown = f" + {n['unknown_user']} unknown user + {n['unknown_track']} unknown track" if "unknown_user" in n else ""
+            lines.append(f"  {file}: {n['read']} rows read = {n['loaded']} loaded + {n['malformed']} malformed{unknown}")
+        lines += _listed("malformed rows (not loaded)", self.malformed_rows, "malformed_rows.csv")
+        lines += _listed("values changed, rows kept", self.changed_values, "changed_values.csv")
+        missing = {k: v for k, v in self.missing_values.items() if v}
+        if missing:
+            lines.append("  missing values: " + ", ".join(f"{k} {v}" for k, v in missing.items()))
         u = self.unknown_ids
         lines.append(
             f"  interactions with unknown ids (skipped): {u['unknown_user_rows']} unknown user, "
@@ -153,15 +167,16 @@ def validate_dataset(
         conflicting_feedback_pairs=labels.conflicts,
         eligible_users=len(eligible),
         excluded_users=excluded,
-        malformed_rows=pd.DataFrame(
-            [dataclasses.asdict(m) for m in dataset.malformed], columns=["file", "line", "reason"]
-        ),
+        malformed_rows=_reports_frame(dataset.malformed),
+        changed_values=_reports_frame(dataset.changed_values),
+        rows=_row_accounting(dataset),
         unknown_ids={
             "unknown_user_rows": dataset.unknown_user_rows,
             "unknown_track_rows": dataset.unknown_track_rows,
             "unknown_user_examples": list(dataset.unknown_user_examples),
             "unknown_track_examples": list(dataset.unknown_track_examples),
         },
+        missing_values=_missing_values(dataset),
         audio=audio,
         missing_demographics=[c for c in contract.STANDARD_DEMOGRAPHICS if c not in dataset.users.columns],
         fatal=[],
@@ -179,14 +194,57 @@ def _stats(values: pd.Series) -> Dict[str, float]:
 def check_all_audio(dataset: Dataset, min_seconds: float, max_seconds: Optional[float]) -> List[AudioCheck]:
     """Decodes the first `max_seconds` of every track, classifying the unusable ones."""
     checks = []
-    rows = dataset.tracks[["track_id", "audio_path"]].itertuples(index=False)
-    for track_id, audio_path in tqdm(rows, total=len(dataset.tracks), desc="checking audio", unit="file", mininterval=5):
+    files = zip(dataset.tracks["audio_path"], dataset.audio_files())
+    for audio_path, file in tqdm(files, total=len(dataset.tracks), desc="checking audio", unit="file", mininterval=5):
         try:
-            decode.load_audio(dataset.audio_file(audio_path), max_seconds=max_seconds, min_seconds=min_seconds)
-            checks.append(AudioCheck(track_id, audio_path, "ok"))
+            file.load(max_seconds=max_seconds, min_seconds=min_seconds)
+            checks.append(AudioCheck(file.track_id, audio_path, "ok"))
         except decode.AudioError as e:
-            checks.append(AudioCheck(track_id, audio_path, e.status, e.detail))
+            checks.append(AudioCheck(file.track_id, audio_path, e.status, e.detail))
     return checks
+
+
+def _reports_frame(reports) -> pd.DataFrame:
+    return pd.DataFrame([dataclasses.asdict(r) for r in reports], columns=["file", "line", "reason", "kind"])
+
+
+def _by_kind(reports: pd.DataFrame) -> Dict[str, int]:
+    return {kind: int(n) for kind, n in sorted(reports["kind"].value_counts().items())}
+
+
+def _listed(title: str, reports: pd.DataFrame, file_name: str, limit: int = 10) -> List[str]:
+    kinds = ", ".join(f"{k} {n}" for k, n in _by_kind(reports).items())
+    lines = [f"  {title}: {len(reports)}" + (f" ({kinds})" if kinds else "")]
+    lines += [f"    {r.file}:{r.line}: {r.reason}" for r in reports.head(limit).itertuples()]
+    if len(reports) > limit:
+        lines.append(f"    ... {len(reports) - limit} more in {file_name}")
+    return lines
+
+
+def _row_accounting(dataset: Dataset) -> Dict[str, Dict[str, int]]:
+    """Per table file whose rows the adapter counted: read = loaded + malformed (+ unknown ids)."""
+    malformed = collections.Counter(m.file for m in dataset.malformed)
+    rows = {}
+    for name, file in dataset.table_files.items():
+        if name not in dataset.rows_read:
+            continue
+        loaded = len(getattr(dataset, name))
+        rows[file] = {"read": dataset.rows_read[name], "loaded": loaded, "malformed": malformed[file]}
+        if name == "interactions":
+            rows[file].update(unknown_user=dataset.unknown_user_rows, unknown_track=dataset.unknown_track_rows)
+    return rows
+
+
+def _missing_values(dataset: Dataset) -> Dict[str, int]:
+    """Loaded rows whose optional value is missing (blank, or set to missing as invalid), per column."""
+    optional = {
+        "users": dataset.demographic_columns,
+        "tracks": [c.name for c in contract.TRACKS.columns if not c.required and c.name in dataset.tracks],
+    }
+    return {
+        f"{table}.{name}": int((getattr(dataset, table)[name].isna() | (getattr(dataset, table)[name] == "")).sum())
+        for table, names in optional.items() for name in names
+    }
 
 
 def _events_by_type(events: pd.Series) -> Dict[str, int]:
