@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
+from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
 from trainer.audio_input import Cropper, LogMelStore, training_examples, triplet_dataset
 
 
@@ -62,7 +62,7 @@ def measure(store: LogMelStore, pairs: pd.DataFrame, context_seconds: float, ste
     rates = {}
     for name, batches in (("in_memory", materialised), ("tf_data", pipeline), ("in_memory_again", materialised)):
         model = SiameseAudioModel(config, vectors)
-        model.compile(optimizer=paper_optimizer(config))
+        model.compile(optimizer=build_optimizer(config, steps))
         rates[name] = segments_per_second(model, batches, steps, per_step)
     reference = (rates["in_memory"] + rates["in_memory_again"]) / 2  # bracket the pipeline run against drift
     return {

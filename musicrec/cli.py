@@ -78,7 +78,8 @@ def cmd_user_branch(args):
 def cmd_reproduce_table1(args):
     from pipeline.table1 import Table1Config, format_table1, reproduce_table1
 
-    config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, protocol=args.protocol)
+    config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or None, protocol=args.protocol,
+                          early_stopping_patience=args.early_stopping_patience, lr_schedule=args.lr_schedule)
     report = reproduce_table1(args.dataset, args.out, config, _feedback_config(args), args.features, args.user_branch)
     print(format_table1(report))
     print(f"Written to {args.out}/table1.md and table1.json")
@@ -231,8 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="folder of log-mel TFRecords (default: extracted into OUT/features)")
     p.add_argument("--user-branch", help="output folder of `musicrec user-branch` (default: trained into OUT/user_branch)")
     p.add_argument("--protocol", choices=["per_user", "users", "cold_tracks"], default="per_user")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=150)
+    p.add_argument("--epochs", type=int, default=10, help="the most epochs per variant (default 10)")
+    p.add_argument("--steps-per-epoch", type=int, default=150,
+                   help="training steps per epoch; 0 = one pass over the liked training pairs (default 150)")
+    p.add_argument("--early-stopping-patience", type=int, default=0,
+                   help="stop after this many epochs without a better validation AUC and keep the best epoch (0: off)")
+    p.add_argument("--lr-schedule", choices=["inverse_time", "cosine"], default="inverse_time",
+                   help="the paper's inverse-time decay, or a cosine decay over the whole budget")
     _add_feedback_args(p)
     p.set_defaults(func=cmd_reproduce_table1)
 

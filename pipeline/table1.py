@@ -48,6 +48,8 @@ PAPER_TABLE1 = {  # (precision, AUC) as published
 class Table1Config:
     epochs: int = 10
     steps_per_epoch: Optional[int] = 150
+    early_stopping_patience: int = 0  # > 0: stop on the validation AUC, keep the best epoch (AudioBranchConfig)
+    lr_schedule: str = "inverse_time"
     protocol: str = "per_user"
     rows: Tuple[Tuple[str, float], ...] = TABLE1_ROWS
     seed: int = 0
@@ -82,12 +84,14 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
     results: List[dict] = []
     for variant, seconds in config.rows:
         audio_config = AudioBranchConfig.variant(variant, context_seconds=seconds, epochs=config.epochs,
-                                                 steps_per_epoch=config.steps_per_epoch, seed=config.seed)
+                                                 steps_per_epoch=config.steps_per_epoch, seed=config.seed,
+                                                 early_stopping_patience=config.early_stopping_patience,
+                                                 lr_schedule=config.lr_schedule)
         logging.info("training %s at %.0f s", PAPER_NAMES[variant], seconds)
         trained = train_audio_branch(pairs, store, users, audio_config)
         metrics = evaluate_liked_disliked(trained, pairs, store)
         results.append({"variant": variant, "model": PAPER_NAMES[variant], "context_seconds": seconds,
-                        "segments_per_second": trained.segments_per_second, **metrics})
+                        "segments_per_second": trained.segments_per_second, **trained.training_summary(), **metrics})
         logging.info("%s at %.0f s: AUC %.3f, precision %.3f", PAPER_NAMES[variant], seconds, metrics["auc"], metrics["precision"])
     report = {"dataset": str(dataset_dir), "protocol": config.protocol, "split": pairs.summary(),
               "training": dataclasses.asdict(config), "results": results,
@@ -137,10 +141,12 @@ def format_table1(report: dict) -> str:
         rows = [r for r in report["results"] if r["context_seconds"] == seconds]
         if not rows:
             continue
-        lines += [f"{caption}", "", "| Model | Precision | AUC | threshold | paper precision | paper AUC |", "|---|---|---|---|---|---|"]
+        lines += [f"{caption}", "", "| Model | Precision | AUC | threshold | epochs | paper precision | paper AUC |",
+                  "|---|---|---|---|---|---|---|"]
         for r in rows:
             paper = PAPER_TABLE1.get((r["variant"], seconds), (float("nan"), float("nan")))
-            lines.append(f"| {r['model']} | {r['precision']:.3f} | {r['auc']:.3f} | {r['threshold']:+.3f} | {paper[0]:.3f} | {paper[1]:.3f} |")
+            lines.append(f"| {r['model']} | {r['precision']:.3f} | {r['auc']:.3f} | {r['threshold']:+.3f} | {_epochs(r)} "
+                         f"| {paper[0]:.3f} | {paper[1]:.3f} |")
         lines.append("")
     if report.get("baselines"):
         lines += ["Practitioner baselines, same split and test pairs", "",
@@ -160,3 +166,9 @@ def format_table1(report: dict) -> str:
         lines.append(f"- {'PASS' if passed else 'FAIL'}: {check}")
     return "\n".join(lines)
 
+
+def _epochs(result: dict) -> str:
+    """"best/trained" with early stopping (the weights kept are the best epoch's), else the epochs trained."""
+    if result.get("best_epoch"):
+        return f"{result['best_epoch']}/{result['epochs_trained']}"
+    return str(result.get("epochs_trained", ""))

@@ -14,8 +14,8 @@ from trainer.audio_branch import (
     build_audio_encoder,
     cosine,
     hinge_loss,
-    paper_learning_rate,
-    paper_optimizer,
+    build_optimizer,
+    learning_rate,
     softmax_loss,
 )
 from trainer.audio_input import Cropper, LogMelStore, segment_offsets
@@ -69,12 +69,21 @@ def test_encoder_matches_the_documented_shape():
 
 def test_optimizer_is_the_papers():
     config = AudioBranchConfig()
-    optimizer = paper_optimizer(config)
+    optimizer = build_optimizer(config, total_steps=1000)
     assert isinstance(optimizer, tf.keras.optimizers.SGD) or type(optimizer).__name__ == "SGD"
     assert optimizer.nesterov and optimizer.momentum == pytest.approx(0.9)
-    schedule = paper_learning_rate(config)
+    schedule = learning_rate(config, total_steps=1000)
     assert float(schedule(0)) == pytest.approx(0.1)
     assert float(schedule(1_000_000)) == pytest.approx(0.1 / (1 + 1e-6 * 1_000_000))
+
+
+def test_cosine_schedule_spans_the_training_budget():
+    schedule = learning_rate(AudioBranchConfig(lr_schedule="cosine"), total_steps=200)
+    assert float(schedule(0)) == pytest.approx(0.1)
+    assert float(schedule(100)) == pytest.approx(0.1 * (0.01 + 0.99 * 0.5), rel=1e-4)  # half way: half the way down
+    assert float(schedule(200)) == pytest.approx(0.001)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        AudioBranchConfig(lr_schedule="step")
 
 
 def test_random_crops_stay_inside_each_tracks_first_30_seconds():
@@ -150,3 +159,22 @@ def test_short_training_beats_chance_and_untrained_does_not(tiny_dataset, tiny_l
     assert abs(before["auc"] - 0.5) < 0.08
     assert after["auc"] > 0.6 and after["auc"] > before["auc"] + 0.08
     assert trained.history["loss"][-1] < trained.history["loss"][0]
+
+
+@pytest.mark.parametrize("variant", ["metric_1vs4", "dcue_1vs1"])
+def test_early_stopping_keeps_the_best_epochs_weights(tiny_dataset, tiny_log_mels, tiny_user_branch, variant):
+    """The model handed back scores the validation pairs exactly as well as its best epoch did (not its last)."""
+    dataset = load_dataset(tiny_dataset)
+    pairs, users = prepare_audio_branch(dataset, tiny_log_mels, tiny_user_branch / "model" / USER_TOWER_DIR, 130)
+    # A learning rate high enough that the validation AUC does not just climb: the best epoch is rarely the last.
+    config = AudioBranchConfig.variant(variant, epochs=6, steps_per_epoch=4, early_stopping_patience=2,
+                                       learning_rate=0.5, lr_schedule="cosine")
+    trained = train_audio_branch(pairs, tiny_log_mels, users, config)
+    by_epoch = trained.history["val_auc"]
+    summary = trained.training_summary()
+    assert summary["epochs_trained"] == len(by_epoch) <= 6
+    assert summary["best_epoch"] == int(np.argmax(by_epoch)) + 1
+    if summary["epochs_trained"] < 6:  # stopped early: patience epochs without improvement after the best
+        assert summary["epochs_trained"] == summary["best_epoch"] + 2
+    restored = evaluate_liked_disliked(trained, pairs, tiny_log_mels, test_split="validation")
+    assert restored["auc"] == pytest.approx(max(by_epoch), abs=1e-6)

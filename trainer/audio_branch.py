@@ -20,7 +20,8 @@ Dense(40): ReLU after every layer but the embedding, as the paper. About
 330k parameters.
 
 Optimiser as the paper: SGD, learning rate 0.1, Nesterov momentum 0.9,
-learning-rate decay 1e-6 per step (lr / (1 + 1e-6 * step)).
+learning-rate decay 1e-6 per step (lr / (1 + 1e-6 * step)); optionally a cosine
+decay over the training budget, and early stopping on the validation AUC.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ VARIANTS: Dict[str, dict] = {
     "metric_1vs1": dict(user_vector="ue", negatives=1, loss="hinge"),
     "metric_1vs4": dict(user_vector="ue", negatives=4, loss="hinge"),
 }
+LR_SCHEDULES = ("inverse_time", "cosine")
 PAPER_NAMES = {
     "basic_binary": "Basic-Binary", "dcue_1vs1": "DCUE-1vs1", "multi_1vs1": "Multi-1vs1",
     "multi_1vs4": "Multi-1vs4", "metric_1vs1": "Metric-1vs1", "metric_1vs4": "Metric-1vs4",
@@ -63,9 +65,16 @@ class AudioBranchConfig:
     momentum: float = 0.9
     nesterov: bool = True
     lr_decay: float = 1e-6
+    # "inverse_time": the paper's lr / (1 + lr_decay * step); "cosine": cosine decay from
+    # learning_rate to 1% of it over the whole budget (epochs x steps), which with early
+    # stopping lets the step size follow the data's budget instead of a fixed decay.
+    lr_schedule: str = "inverse_time"
     batch_size: int = 32
-    epochs: int = 10
-    steps_per_epoch: Optional[int] = None  # None: one pass over the liked training pairs
+    epochs: int = 10  # the most epochs; early stopping may end sooner
+    steps_per_epoch: Optional[int] = None  # None: one pass over the liked training pairs (scales with the data)
+    # Early stopping on the validation pairs' AUC, checked after every epoch; the weights of the
+    # best epoch are restored. 0 turns it off (train every epoch, keep the last weights).
+    early_stopping_patience: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -75,6 +84,8 @@ class AudioBranchConfig:
             raise ValueError(f"loss must be 'hinge', 'softmax' or 'binary', not {self.loss!r}")
         if (self.loss == "binary") != (self.negatives == 0):
             raise ValueError("the binary loss takes one track per example (negatives=0), and only it does")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "AudioBranchConfig":
@@ -179,10 +190,15 @@ class SiameseAudioModel(keras.Model):
         return [self.loss_tracker]
 
 
-def paper_learning_rate(config: AudioBranchConfig) -> keras.optimizers.schedules.LearningRateSchedule:
-    """lr / (1 + decay * step): the classic Keras `decay` argument, as a schedule."""
+def learning_rate(config: AudioBranchConfig, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """The configured schedule: the paper's lr / (1 + decay * step) (the classic Keras `decay`
+    argument, as a schedule), or a cosine decay over `total_steps`."""
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
     return keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, decay_steps=1, decay_rate=config.lr_decay)
 
 
-def paper_optimizer(config: AudioBranchConfig) -> keras.optimizers.Optimizer:
-    return keras.optimizers.SGD(learning_rate=paper_learning_rate(config), momentum=config.momentum, nesterov=config.nesterov)
+def build_optimizer(config: AudioBranchConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """SGD with Nesterov momentum, as the paper, on the configured learning-rate schedule."""
+    return keras.optimizers.SGD(learning_rate=learning_rate(config, total_steps), momentum=config.momentum,
+                                nesterov=config.nesterov)

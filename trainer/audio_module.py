@@ -28,7 +28,7 @@ from sklearn.metrics import precision_score, roc_auc_score
 from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, read_pair_examples, user_queries
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.user_examples import UserExamples, read_user_examples
-from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, paper_optimizer
+from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
 from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
 from trainer.pair_metrics import pair_auc
 from trainer.user_export import EMBED_USER_SIGNATURE, USER_TOWER_DIR, read_embeddings
@@ -70,9 +70,16 @@ class TrainedAudioBranch:
     model: SiameseAudioModel
     config: AudioBranchConfig
     users: UserVectors
-    history: Dict[str, list]
+    history: Dict[str, list]  # per epoch: loss, and val_auc when early stopping watched it
     segments_per_second: float
     skipped_users: int
+    epochs_trained: int = 0
+    best_epoch: Optional[int] = None  # 1-based epoch whose weights were kept (early stopping), else None
+
+    def training_summary(self) -> dict:
+        """What the reports list: the epochs run and chosen, and the validation AUC per epoch."""
+        return {"epochs_trained": self.epochs_trained, "best_epoch": self.best_epoch,
+                "max_epochs": self.config.epochs, "validation_auc_by_epoch": self.history.get("val_auc", [])}
 
     def user_vectors(self) -> np.ndarray:
         """The vectors the model scores against: frozen UEs, or the learned id embeddings (DCUE)."""
@@ -123,14 +130,45 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
     per_epoch = -(-count // config.batch_size)  # the last batch may be partial
     steps = config.steps_per_epoch or per_epoch
     model = SiameseAudioModel(config, users.vectors)
-    model.compile(optimizer=paper_optimizer(config))
+    model.compile(optimizer=build_optimizer(config, total_steps=steps * config.epochs))
     progress = _Progress(segments_per_step)
-    history = model.fit(dataset.repeat(), epochs=config.epochs, steps_per_epoch=steps, callbacks=[progress], verbose=verbose)
+    callbacks = [progress]
+    if config.early_stopping_patience:
+        validation = usable_pairs(pairs.split("validation"), users, store, 1)
+        # Keras's EarlyStopping restores the best epoch's weights; it reads the val_auc that
+        # ValidationAUC (listed first, so it runs first) adds to each epoch's logs.
+        stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience,
+                                                 restore_best_weights=True)
+        callbacks += [ValidationAUC(validation, users, store, config.context_frames), stopping]
+    history = model.fit(dataset.repeat(), epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    val_auc = history.history.get("val_auc")
     return TrainedAudioBranch(
         model=model, config=config, users=users, history=history.history,
         segments_per_second=float(np.median(progress.rates)) if progress.rates else 0.0,
-        skipped_users=examples.skipped_users,
+        skipped_users=examples.skipped_users, epochs_trained=len(history.history.get("loss", [])),
+        best_epoch=int(np.argmax(val_auc)) + 1 if val_auc else None,
     )
+
+
+class ValidationAUC(keras.callbacks.Callback):
+    """Adds `val_auc`, the liked/disliked AUC of cos(user vector, track AE) on the validation
+    pairs, to every epoch's logs. Only the validation tracks are embedded."""
+
+    def __init__(self, validation: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int):
+        super().__init__()
+        if validation.empty or validation["label"].nunique() < 2:
+            raise ValueError("early stopping needs validation pairs with both liked and disliked labels")
+        self.validation, self.users, self.store, self.context_frames = validation, users, store, context_frames
+        self.track_rows = np.unique(store.rows(validation["track_id"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        track_ae = track_embeddings(self.model.encoder, self.store, self.context_frames, track_rows=self.track_rows)
+        vectors = self.model.user_vectors.embeddings.numpy()
+        scores = pair_scores(self.validation, vectors, self.users.index(), track_ae, self.store)
+        auc = float(roc_auc_score(self.validation["label"], scores))
+        if logs is not None:
+            logs["val_auc"] = auc
+        logging.info("%s audio branch epoch %d: validation AUC %.4f", musicrec.LOG_TAG, epoch + 1, auc)
 
 
 def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_frames: int,
@@ -153,15 +191,21 @@ def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelStore, co
     return pairs[known_user & long_enough].reset_index(drop=True)
 
 
-def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int = 256) -> np.ndarray:
-    """[tracks, d]: mean AE over the non-overlapping context-length segments of each track's first 30 s."""
+def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int = 256,
+                     track_rows: Optional[np.ndarray] = None) -> np.ndarray:
+    """[tracks, d]: mean AE over the non-overlapping context-length segments of each track's first 30 s.
+    With `track_rows`, only those store rows are embedded (the others stay zero)."""
     rows, offsets = track_segments(store, context_frames)
+    if track_rows is not None:
+        wanted = np.isin(rows, track_rows)
+        rows, offsets = rows[wanted], offsets[wanted]
     cropper = Cropper(store, context_frames)
     batches = tf.data.Dataset.from_tensor_slices((rows, offsets)).batch(batch_size).map(cropper.at)
     segment_ae = np.concatenate([encoder(crops, training=False).numpy() for crops in batches], axis=0)
     sums = np.zeros((len(store.track_ids), segment_ae.shape[1]), np.float64)
     np.add.at(sums, rows, segment_ae)
-    return (sums / np.bincount(rows, minlength=len(store.track_ids))[:, None]).astype(np.float32)
+    counts = np.bincount(rows, minlength=len(store.track_ids))
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def pair_scores(pairs: pd.DataFrame, user_vectors: np.ndarray, user_index: Dict[str, int], track_ae: np.ndarray,
@@ -326,6 +370,7 @@ def run_fn(fn_args) -> None:
         "calibration": {"slope": slope, "intercept": intercept},
         "validation": evaluate_liked_disliked(trained, pairs, store, test_split="validation", track_ae=track_ae),
         "segments_per_second": trained.segments_per_second,
+        "training": trained.training_summary(),
     }
     (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
