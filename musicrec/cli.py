@@ -275,12 +275,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     from musicrec.data.loading import DatasetError
+    from pipeline.runs import RunRecordError
 
     try:
         return args.func(args) or 0
-    except (DatasetError, FileExistsError, ValueError) as e:
+    except (DatasetError, FileExistsError, ValueError, RunRecordError) as e:
         print(f"ERROR: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # One line, no traceback; a pipeline run's next start marks the interrupted execution.
+        print(f"Interrupted: musicrec {args.command} stopped", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from musicrec.data.contract import FeedbackConfig
+from pipeline.runs import METADATA_FILE
 from trainer.audio_branch import VARIANTS
 
 BASELINES = ("dcue", "latest_blessed", "none")
@@ -103,7 +104,7 @@ class PipelineConfig:
 
     @property
     def metadata_path(self) -> pathlib.Path:
-        return pathlib.Path(self.run_dir).resolve() / "metadata.sqlite"
+        return pathlib.Path(self.run_dir).resolve() / METADATA_FILE
 
     @property
     def serving_path(self) -> pathlib.Path:

@@ -1,8 +1,8 @@
 """`musicrec show-eval`: the TFMA evaluation of a pipeline run as a table, plots and an HTML page.
 
-The evaluation is found through the run's MLMD store (the latest
-ModelEvaluation artifact and its blessing), or given as the Evaluator's
-output folder. The same folder opens in TFMA's own notebook viewer:
+The evaluation is found through the run folder's MLMD store (the latest
+run's own Evaluator execution: its evaluation and its blessing), or given as
+the Evaluator's output folder. The same folder opens in TFMA's own notebook viewer:
 
     import tensorflow_model_analysis as tfma
     result = tfma.load_eval_result("<evaluation folder>", model_name="candidate")
@@ -21,6 +21,9 @@ from typing import Dict, List, Optional
 import pandas as pd
 import tensorflow_model_analysis as tfma
 
+from pipeline.runs import METADATA_FILE, PipelineRun, RunRecordError, runs_newest_first
+
+EVALUATOR = "Evaluator"
 COLUMNS = ("example_count", "auc", "precision", "recall", "binary_accuracy", "calibration", "mean_label", "mean_prediction")
 OVERALL = "Overall"
 
@@ -33,6 +36,10 @@ class Evaluation:
     failures: List[str]
     blessed: Optional[bool] = None
     calibration: Optional[pd.DataFrame] = None  # overall: mean prediction, share liked, count per bin
+    run_id: Optional[str] = None  # the pipeline run whose Evaluator wrote it, when found through MLMD
+
+    def source(self) -> str:
+        return f"{self.path} (run {self.run_id})" if self.run_id else str(self.path)
 
     def overall(self) -> Dict[str, float]:
         return self.metrics[self.metrics["slice"] == OVERALL].iloc[0].to_dict()
@@ -71,41 +78,27 @@ def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
     return Evaluation(path, model, validation.validation_ok, failures, blessed, _calibration(result.plots))
 
 
-def latest_evaluation(run_dir) -> Evaluation:
-    """The latest evaluation recorded in `<run_dir>/metadata.sqlite`, with its blessing."""
-    from ml_metadata.metadata_store import metadata_store
-    from tfx.orchestration import metadata
-
-    db = pathlib.Path(run_dir) / "metadata.sqlite"
-    if not db.exists():
-        raise FileNotFoundError(f"no pipeline run in {run_dir} (no metadata.sqlite); run `musicrec run` first")
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(db)))
-    evaluations = store.get_artifacts_by_type("ModelEvaluation")
-    if not evaluations:
-        raise FileNotFoundError(f"the run in {run_dir} has no evaluation yet")
-    latest = max(evaluations, key=lambda a: a.id)
-    return load_evaluation(latest.uri, _blessing_of(store, latest))
-
-
-def _blessing_of(store, evaluation) -> Optional[bool]:
-    """The `blessed` property of the blessing the same Evaluator execution wrote."""
-    executions = {e.execution_id for e in store.get_events_by_artifact_ids([evaluation.id])}
-    outputs = [e.artifact_id for e in store.get_events_by_execution_ids(list(executions))]
-    blessing_type = store.get_artifact_type("ModelBlessing").id
-    for artifact in store.get_artifacts_by_id(outputs):
-        if artifact.type_id == blessing_type and "blessed" in artifact.custom_properties:
-            return bool(artifact.custom_properties["blessed"].int_value)
-    return None
+def run_evaluation(run: PipelineRun) -> Evaluation:
+    """The evaluation a run's own Evaluator execution wrote (or reused from the cache), with the
+    blessing the same execution wrote."""
+    blessing = run.output(EVALUATOR, "blessing").custom_properties
+    blessed = bool(blessing["blessed"].int_value) if "blessed" in blessing else None
+    evaluation = load_evaluation(run.output_path(EVALUATOR, "evaluation"), blessed)
+    evaluation.run_id = run.run_id
+    return evaluation
 
 
 def find_evaluation(run_or_path) -> Evaluation:
-    """A run folder (its latest evaluation) or an Evaluator output folder."""
+    """A run folder (the evaluation of its latest run that evaluated a model) or an Evaluator output folder."""
     path = pathlib.Path(run_or_path)
-    if (path / "metadata.sqlite").exists():
-        return latest_evaluation(path)
+    if (path / METADATA_FILE).exists():
+        run = next((r for r in runs_newest_first(path) if r.succeeded(EVALUATOR)), None)
+        if run is None:
+            raise RunRecordError(f"no run in {path} has evaluated a model yet")
+        return run_evaluation(run)
     if (path / "eval_config.json").exists():
         return load_evaluation(path)
-    raise FileNotFoundError(f"{path} is neither a pipeline run folder (metadata.sqlite) nor an Evaluator output folder")
+    raise FileNotFoundError(f"{path} is neither a pipeline run folder ({METADATA_FILE}) nor an Evaluator output folder")
 
 
 def write_report(evaluation: Evaluation, out_dir) -> pathlib.Path:
@@ -120,7 +113,7 @@ def write_report(evaluation: Evaluation, out_dir) -> pathlib.Path:
         images.append("calibration.png")
     page = (
         "<html><head><meta charset='utf-8'><title>musicrec evaluation</title></head><body>"
-        f"<h1>Evaluation</h1><p>{html.escape(str(evaluation.path))}</p>"
+        f"<h1>Evaluation</h1><p>{html.escape(evaluation.source())}</p>"
         f"<pre>{html.escape(evaluation.decision())}</pre>"
         + " ".join(f"<img src='{image}'>" for image in images)
         +

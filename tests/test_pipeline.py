@@ -1,4 +1,5 @@
-"""The TFX pipeline end to end on the tiny dataset: artifacts, TFMA, blessing, push, cache, anomalies, Kubeflow."""
+"""The TFX pipeline end to end on the tiny dataset: artifacts, TFMA, blessing, push, cache, the run summary,
+interrupted runs, anomalies, Kubeflow."""
 
 import dataclasses
 import json
@@ -16,8 +17,10 @@ import yaml
 
 from components.anomalies_gate import DataAnomaliesError
 from pipeline.config import PipelineConfig
+from pipeline.demo import has_oracle, summarize
 from pipeline.evaluation import find_evaluation, write_report
-from pipeline.runner import compile_kubeflow, last_run_states, latest_output, run_local
+from pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
+from pipeline.runs import find_run
 
 COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
@@ -41,44 +44,41 @@ def first_run(tiny_dataset, tmp_path_factory):
     return config, outputs, last_run_states(config)
 
 
-def _mlmd_artifact(config, folder: pathlib.Path):
-    from ml_metadata.metadata_store import metadata_store
-    from tfx.orchestration import metadata
-
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(config.metadata_path)))
-    return next(a for a in store.get_artifacts() if pathlib.Path(a.uri) == folder)
+def run_output(config, outputs, component_id: str, key: str) -> pathlib.Path:
+    """The output folder a component's execution in the run `outputs` describes wrote or reused."""
+    return find_run(config.run_dir, outputs["run_id"]).output_path(component_id, key)
 
 
 def test_every_component_runs_and_every_artifact_loads(first_run):
     config, outputs, states = first_run
     assert set(states) == COMPONENTS and set(states.values()) == {"COMPLETE"}
 
-    features = latest_output(config, "AudioFeatures", "features")
-    quarantine = (latest_output(config, "AudioFeatures", "quarantine") / "quarantine.jsonl").read_text().splitlines()
+    features = run_output(config, outputs, "AudioFeatures", "features")
+    quarantine = (run_output(config, outputs, "AudioFeatures", "quarantine") / "quarantine.jsonl").read_text().splitlines()
     statuses = {json.loads(line)["status"] for line in quarantine}
     assert {"missing", "unreadable", "silent", "too_short"} <= statuses  # the generator's planted faults
     assert len(list(features.glob("log_mel-*"))) >= 1
 
-    pairs = latest_output(config, "ListeningDataGen", "audio_pairs")
+    pairs = run_output(config, outputs, "ListeningDataGen", "audio_pairs")
     assert {p.name for p in pairs.iterdir() if p.is_dir()} == {"Split-train", "Split-eval", "Split-test", "Split-user_queries"}
     report = json.loads((pairs / "ingestion_report.json").read_text())
     assert report["audio_pairs.test"] > 0 and report["malformed_rows"] >= 1  # the generator plants malformed rows
-    recorded = _mlmd_artifact(config, pairs).custom_properties  # the same counts in MLMD
-    assert recorded["malformed_rows"].int_value == report["malformed_rows"]
+    recorded = find_run(config.run_dir, outputs["run_id"]).output("ListeningDataGen", "audio_pairs").custom_properties
+    assert recorded["malformed_rows"].int_value == report["malformed_rows"]  # the same counts in MLMD
     assert recorded["audio_pairs.test"].int_value == report["audio_pairs.test"]
 
-    assert (latest_output(config, "SchemaGen", "schema") / "schema.pbtxt").exists()
-    transform_graph = latest_output(config, "Transform", "transform_graph")
+    assert (run_output(config, outputs, "SchemaGen", "schema") / "schema.pbtxt").exists()
+    transform_graph = run_output(config, outputs, "Transform", "transform_graph")
     import tensorflow_transform as tft
 
     assert len(tft.TFTransformOutput(str(transform_graph)).vocabulary_by_name("track_id")) > 10
 
-    user_model = latest_output(config, "UserTrainer", "model") / "Format-Serving"
+    user_model = run_output(config, outputs, "UserTrainer", "model") / "Format-Serving"
     assert "embed_user" in tf.saved_model.load(str(user_model / "user_tower")).signatures
-    audio_model = tf.saved_model.load(str(latest_output(config, "AudioTrainer", "model") / "Format-Serving"))
+    audio_model = tf.saved_model.load(str(run_output(config, outputs, "AudioTrainer", "model") / "Format-Serving"))
     assert {"embed_log_mel", "score_examples"} <= set(audio_model.signatures)
 
-    evaluation_dir = latest_output(config, "Evaluator", "evaluation")
+    evaluation_dir = run_output(config, outputs, "Evaluator", "evaluation")
     result = tfma.load_eval_result(str(evaluation_dir), model_name="candidate")
     sliced = {key[0][0] if key else "Overall" for key, _ in result.slicing_metrics}
     assert {"Overall", "gender", "age_bucket", "country", "popularity_bucket", "genre"} <= sliced
@@ -108,6 +108,52 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
     assert next(iter(user(**inputs).values())).shape == (1, 40)
 
 
+def test_summary_prints_the_audio_quarantine_and_ingestion_exclusion_counts(first_run, capsys):
+    config, outputs, _ = first_run
+    summary = summarize(config, outputs)
+    printed = capsys.readouterr().out
+    quarantine = find_run(config.run_dir, outputs["run_id"]).output("AudioFeatures", "quarantine").custom_properties
+    # The generator plants one track of each unusable kind, one malformed row, one unknown track.
+    for status in ("missing", "unreadable", "empty", "silent", "too_short"):
+        assert quarantine[status].int_value == 1 and summary["data"]["audio"][status] == 1
+        assert f"{status} 1" in printed
+    assert f"{quarantine['extracted'].int_value} tracks with features" in printed
+    exclusions = summary["data"]["ingestion_exclusions"]
+    assert exclusions["malformed_rows"] >= 1 and exclusions["unknown_track_rows"] == 1
+    assert f"malformed_rows {exclusions['malformed_rows']}" in printed and "unknown_track_rows 1" in printed
+    assert "audio_pairs.test" not in exclusions  # a size of what was written, not an exclusion
+    assert 0.5 < summary["oracle_auc"] < 1.0  # a dataset generated here keeps its oracle figures
+
+
+def test_no_oracle_figures_for_a_dataset_with_a_ground_truth_folder_of_its_own(first_run, tmp_path, capsys):
+    config, outputs, _ = first_run
+    foreign = tmp_path / "service"
+    (foreign / "ground_truth").mkdir(parents=True)  # the service's own labels, another shape
+    (foreign / "ground_truth" / "labels.csv").write_text("user_id,track_id,label\nu1,t1,1\n")
+    summary = summarize(dataclasses.replace(config, dataset_dir=str(foreign)), outputs)
+    assert "oracle_auc" not in summary and "oracle" not in capsys.readouterr().out
+    assert has_oracle(config.dataset_dir) and not has_oracle(foreign)
+    (foreign / "ground_truth" / "params.json").write_text("not json")
+    assert not has_oracle(foreign)
+    manifest = json.loads((pathlib.Path(config.dataset_dir) / "ground_truth" / "params.json").read_text())
+    (foreign / "ground_truth" / "params.json").write_text(json.dumps({**manifest, "generator_version": -1}))
+    assert not has_oracle(foreign)  # another generator version's ground truth has another shape
+
+
+def test_an_interrupted_command_prints_one_line(monkeypatch, tmp_path, capsys):
+    import pipeline.runner
+    from musicrec import cli
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.runner, "run_local", interrupted)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run")}))
+    assert cli.main(["run", "--config", str(tmp_path / "config.yaml")]) == 130
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("Interrupted") and len(error.splitlines()) == 1 and "Traceback" not in error
+
+
 def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_path):
     config, _, _ = first_run
     settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
@@ -133,14 +179,14 @@ def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):
     assert set(last_run_states(config).values()) == {"CACHED"}
 
     strict = dataclasses.replace(config, min_auc=0.99)
-    run_local(strict)
+    strict_outputs = run_local(strict)
     states = last_run_states(strict)
     assert states["Evaluator"] == "COMPLETE" and states["AudioTrainer"] == "CACHED"
     evaluation = find_evaluation(strict.run_dir)
     assert evaluation.overall()["auc"] < 0.99
     assert evaluation.blessed is False and not evaluation.validation_ok
     assert any("auc" in failure for failure in evaluation.failures)
-    pushed = latest_output(strict, "ServingPusher", "pushed_model")
+    pushed = run_output(strict, strict_outputs, "ServingPusher", "pushed_model")
     assert not (pushed / "pushed.json").exists()
 
     # The change threshold against the DCUE baseline blocks blessing on its own.
@@ -151,9 +197,49 @@ def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):
     assert evaluation.failures and all("change vs baseline" in failure for failure in evaluation.failures)
 
 
-def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path):
+def _leave_an_interrupted_execution(config, component: str):
+    """What SIGINT/SIGTERM in the middle of a component leaves: the execution TFX's launcher
+    registered RUNNING (the same call, in a run of its own) and output folders half written."""
+    from tfx.orchestration import metadata
+    from tfx.orchestration.portable import execution_publish_utils
+    from tfx.orchestration.portable.mlmd import context_lib
+
+    with metadata.Metadata(metadata.sqlite_metadata_connection_config(str(config.metadata_path))) as m:
+        previous = find_run(config.run_dir).execution(component)
+        kept_types = {m.store.get_context_type(name).id for name in ("pipeline", "node")}
+        contexts = [c for c in m.store.get_contexts_by_execution(previous.id) if c.type_id in kept_types]
+        run = context_lib.register_context_if_not_exists(m, "pipeline_run", "interrupted-run")
+        execution_type = m.store.get_execution_types_by_id([previous.type_id])[0]
+        execution = execution_publish_utils.register_execution(m, execution_type, contexts + [run])
+    node_dir = config.pipeline_root / component
+    partial = [node_dir / key / str(execution.id) for key in ("evaluation", "blessing")]
+    partial.append(node_dir / ".system" / "executor_execution" / str(execution.id))
+    for folder in partial:
+        folder.mkdir(parents=True)
+        (folder / "part-00000").write_text("half written")
+    return execution.id, partial
+
+
+def test_the_next_run_marks_an_interrupted_execution_and_removes_its_partial_folders(first_run, capsys):
     config, _, _ = first_run
-    schema = latest_output(config, "SchemaGen", "schema") / "schema.pbtxt"
+    execution_id, partial = _leave_an_interrupted_execution(config, "Evaluator")
+    outputs = run_local(config)
+    assert set(last_run_states(config).values()) == {"CACHED"}  # the run itself is unaffected
+    store = find_run(config.run_dir, outputs["run_id"]).store
+    execution = store.get_executions_by_id([execution_id])[0]
+    assert execution.last_known_state == execution.CANCELED and "interrupted" in execution.custom_properties["abandoned"].string_value
+    assert not any(folder.exists() for folder in partial)
+    assert outputs["interrupted"] == [{"component": "Evaluator", "execution_id": execution_id, "run_id": "interrupted-run",
+                                       "removed": sorted(str(folder) for folder in partial)}]
+    summarize(config, outputs)
+    printed = capsys.readouterr().out
+    assert f"Evaluator (execution {execution_id}) of interrupted run interrupted-run: marked CANCELED" in printed
+    assert run_local(config)["interrupted"] == []  # marked once
+
+
+def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path):
+    config, outputs, _ = first_run
+    schema = run_output(config, outputs, "SchemaGen", "schema") / "schema.pbtxt"
     changed = tmp_path / "data"
     shutil.copytree(config.dataset_dir, changed)
     with open(changed / "interactions.csv", "a") as log:  # a new event type appears in the log
@@ -184,6 +270,41 @@ def test_latest_blessed_model_as_the_baseline(first_run):
     # The resolver found the first run's blessed model, which is this (cached) model: no change.
     assert overall["baseline_auc"] == pytest.approx(overall["auc"])
     assert evaluation.blessed is True
+
+
+def _files(folder: pathlib.Path):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "assets.extra" not in p.parts}
+
+
+def test_a_cached_rerun_after_another_configuration_reports_and_serves_its_own_models(first_run, capsys):
+    """X (the first run), then Y (another user branch), then X again from the cache: the summary,
+    show-eval and the served version are X's, not those of Y's newer folders."""
+    config, first, _ = first_run
+    other = run_local(dataclasses.replace(config, user_hidden=[16]))
+    again = run_local(config)
+    assert set(last_run_states(config).values()) == {"CACHED"}
+    capsys.readouterr()
+    summary = summarize(config, again)
+    printed = capsys.readouterr().out
+    report = "user_branch_report.md"
+    own, others = (run_output(config, outputs, "UserTrainer", "model_run") / report for outputs in (first, other))
+    assert own.read_text() != others.read_text()
+    assert own.read_text() in printed and others.read_text() not in printed
+    evaluation = run_output(config, first, "Evaluator", "evaluation")
+    assert evaluation != run_output(config, other, "Evaluator", "evaluation")
+    assert summary["evaluation"]["path"] == str(evaluation) and find_evaluation(config.run_dir).path == evaluation
+
+    # Y's push was the newest version: X's cached push is pushed again as a newer one.
+    base = config.serving_path
+    served = again["served"]
+    assert served["repushed_from"] == 1 and served["version"] == max(int(p.name) for p in (base / "user_embedder").iterdir())
+    assert f"version {served['version']}" in printed
+    newest_user_tower = base / "user_embedder" / str(served["version"])
+    assert _files(newest_user_tower) == _files(run_output(config, first, "UserTrainer", "model") / "Format-Serving" / "user_tower")
+    pusher = find_run(config.run_dir, again["run_id"]).execution("ServingPusher")
+    assert pusher.custom_properties["served_version"].int_value == served["version"]
+    # Recorded, so the same model is not pushed yet again while it is the newest.
+    assert make_served(find_run(config.run_dir, again["run_id"]), base) == Served(pushed=True, version=served["version"])
 
 
 def test_kubeflow_v2_compile_names_every_component_with_its_container(first_run, tmp_path):
