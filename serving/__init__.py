@@ -16,3 +16,7 @@ import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 # Where the pushed TF Serving base path is looked for by default (the CLI's --models):
 # where `make demo` (pipeline/configs/demo.yaml) pushes.
 DEFAULT_MODELS_DIR = "runs/demo/serving"
+# The most bytes serve-dev takes in one REST body or gRPC message (the CLI's --max-request-bytes).
+# 30 s of audio is about 14 MB as REST JSON (2.6 MB as a gRPC tensor); parsing JSON costs about
+# ten times its size in memory, so this bounds one request to a few hundred MB.
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024

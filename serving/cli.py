@@ -9,14 +9,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
-from serving import DEFAULT_MODELS_DIR
+from serving import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODELS_DIR
 
 SERVE_DEV_HELP = ("development stand-in for TF Serving (REST :predict/status/metadata + gRPC PredictionService) over "
                   "the pushed models; NOT a replacement for TF Serving: no batching, reloading or monitoring")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number; got {text}")
+    return value
 
 
 def _fail(message: str) -> int:
@@ -73,6 +81,9 @@ def cmd_recommend_users(args):
         users = ScannUserIndex.load(args.scann_index).recommend(embed_track(client, args.file), args.top)
     else:
         users = recommend_users(client, args.file, args.top)
+    if len(users) < args.top:
+        print(f"note: the recommender holds {len(users)} users; all {len(users)} are listed (--top asked for {args.top})",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([{"rank": i + 1, "user_id": u, "score": s} for i, (u, s) in enumerate(users)]))
         return
@@ -86,7 +97,7 @@ def cmd_serve_dev(args):
     from serving.repository import ModelRepository
 
     repository = ModelRepository(args.models)
-    server = serve(repository, args.host, args.rest_port, args.grpc_port)
+    server = serve(repository, args.host, args.rest_port, args.grpc_port, args.max_request_bytes)
     print(f"musicrec serve-dev: {STAND_IN_NOTICE}.")
     for name, model in repository.models.items():
         print(f"  {name} version {model.version} ({model.path})")
@@ -135,6 +146,9 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--rest-port", type=int, default=8501)
     p.add_argument("--grpc-port", type=int, default=8500)
+    p.add_argument("--max-request-bytes", type=_positive_int, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="REST bodies and gRPC messages over this size are refused (HTTP 413, gRPC RESOURCE_EXHAUSTED); "
+                        f"default {DEFAULT_MAX_REQUEST_BYTES} (32 MiB: 30 s of audio is about 14 MB of JSON)")
     p.set_defaults(func=_serving_call(cmd_serve_dev))
 
     p = subparsers.add_parser("build-scann-index", help="optional ScaNN index over the pushed UE table (in-process only)")

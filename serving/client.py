@@ -82,7 +82,8 @@ class RestClient:
 
 
 def _http_code(status: int) -> str:
-    return {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+    return {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
+            501: "UNIMPLEMENTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
 
 
 def _error_text(payload: bytes) -> str:
@@ -167,8 +168,10 @@ def embed_track(client, path) -> np.ndarray:
 
 
 def recommend_users(client, path, k: int = 100) -> List[Tuple[str, float]]:
-    """The k users whose UE is closest (cosine) to the track's AE, best first: [(user_id, cosine)]."""
+    """The k users whose UE is closest (cosine) to the track's AE, best first: [(user_id, cosine)].
+    Fewer than k (every user, ranked) when the recommender holds fewer users."""
     inputs = {**audio_inputs(path), "k": np.asarray([k], np.int32)}
     outputs = client.predict(graphs.RECOMMENDER, inputs, graphs.RECOMMEND_WAVEFORM)
-    ids = [u.decode() if isinstance(u, bytes) else str(u) for u in outputs["user_ids"][0][:k]]
-    return list(zip(ids, outputs["scores"][0][:k].astype(float).tolist()))
+    count = int(outputs["count"][0])
+    ids = [u.decode() if isinstance(u, bytes) else str(u) for u in outputs["user_ids"][0][:count]]
+    return list(zip(ids, outputs["scores"][0][:count].astype(float).tolist()))

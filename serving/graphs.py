@@ -7,7 +7,8 @@ context-length segments of the first 30 s, as `trainer.audio_module.track_embedd
 
 Bad requests fail inside the graph with `tf.debugging` assertions, so the real
 TF Serving answers them with the same clear INVALID_ARGUMENT messages as the
-development server.
+development server: value checks (rate, lengths, `k`, NaN or Inf samples and
+embeddings) live here, not in a server.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def _fail_unless(condition, *message) -> tf.Operation:
     return tf.debugging.Assert(tf.reduce_all(condition), list(message), summarize=8)
 
 
+def _finite_rows(values: tf.Tensor, name: str, considered=None) -> tf.Operation:
+    """Refuses NaN and Inf, which would otherwise score every user NaN and rank them arbitrarily.
+    `considered`: where values count (True) as the row's real content; the rest is ignored."""
+    finite = tf.math.is_finite(values) if considered is None else tf.math.is_finite(values) | ~considered
+    bad_rows = tf.where(~tf.reduce_all(finite, axis=1))[:, 0]
+    return _fail_unless(finite, f"{name} must hold finite numbers (no NaN or Inf); rows with others:", bad_rows)
+
+
 class TrackEmbedding:
     """Waveforms -> track-level AE with the exported audio encoder (`embed_log_mel` signature)."""
 
@@ -76,6 +85,7 @@ class TrackEmbedding:
     def from_waveform(self, waveform, num_samples, sample_rate) -> tf.Tensor:
         """[batch, samples] float32 at 22050 Hz (rows padded past num_samples) -> [batch, d]."""
         samples = tf.shape(waveform)[1]
+        real = tf.sequence_mask(num_samples, samples)  # each row's samples before its padding
         checks = [
             _fail_unless(tf.equal(sample_rate, self.config.sample_rate), f"sample_rate must be {self.config.sample_rate} Hz "
                          "(resample before sending; the musicrec client does); got", sample_rate),
@@ -86,13 +96,15 @@ class TrackEmbedding:
             _fail_unless(num_samples <= samples, "num_samples cannot exceed the waveform's length of", samples, "; got", num_samples),
             _fail_unless(num_samples >= self.min_samples, f"audio too short: at least {self.min_samples} samples "
                          f"({self.context_frames} log-mel frames, one context segment) are needed; got", num_samples),
+            _finite_rows(waveform, "waveform samples", considered=real),
         ]
         with tf.control_dependencies(checks):
-            num_samples = tf.minimum(num_samples, self.config.max_samples)
+            real = real[:, : self.config.max_samples]
             waveform = waveform[:, : self.config.max_samples]
             # Zero what lies past each row's end: exactly the zeros of centred framing,
-            # whatever the padding held.
-            waveform *= tf.sequence_mask(num_samples, tf.shape(waveform)[1], tf.float32)
+            # whatever the padding held (NaN included, hence a select and not a product).
+            waveform = tf.where(real, waveform, 0.0)
+            num_samples = tf.minimum(num_samples, self.config.max_samples)
         return self._mean_segment_embedding(log_mel_spectrogram(waveform, self.config), self.segment_counts(num_samples))
 
     def _mean_segment_embedding(self, log_mel, counts) -> tf.Tensor:
@@ -148,30 +160,43 @@ class UserIndex(tf.Module):
 
     Hand-written rather than TFRS BruteForce: BruteForce fixes k when the graph
     is traced, and here k is a request input (up to `max_k`).
+
+    `max_k` bounds the response size and is a request error past it; a k
+    within it but above the number of users returns every user, ranked, with
+    `count` saying how many (as top-k search APIs do: asking for more than
+    there is is not a mistake the client could have avoided without knowing
+    the table's size).
     """
 
     def __init__(self, user_ids, user_vectors: np.ndarray, max_k: int):
         super().__init__()
         if len(user_ids) != len(user_vectors) or not len(user_ids):
             raise ValueError(f"need one UE per user id and at least one user; got {len(user_ids)} ids, {len(user_vectors)} UEs")
+        if int(max_k) < 1:
+            raise ValueError(f"max_k must be at least 1; got {max_k}")
         self.user_ids = tf.Variable(np.asarray(user_ids).astype(str).astype(object), trainable=False, name="user_ids")
         self.user_vectors = tf.Variable(normalised(user_vectors), trainable=False, name="user_vectors")
-        self.max_k = min(int(max_k), len(user_ids))
+        self.max_k = int(max_k)
+        self.num_users = len(user_ids)
 
     def top_k(self, audio_embedding, k):
-        """[batch, d] AEs, [batch] k -> user_ids, scores [batch, max(k)] (cosines, best first); rows
-        asking fewer than the batch's largest k are padded with '' ids and zero scores."""
+        """[batch, d] AEs, [batch] k -> user_ids, scores [batch, width] (cosines, best first) and
+        count [batch] = min(k, users): the row's real entries. width = the batch's largest count;
+        rows with fewer are padded with '' ids and zero scores."""
         checks = [
             _fail_unless((k >= 1) & (k <= self.max_k), f"k must be between 1 and {self.max_k} "
                          "(this recommender returns at most that many users); got", k),
             _fail_unless(tf.equal(tf.shape(k)[0], tf.shape(audio_embedding)[0]), "k needs one value per audio input"),
+            _finite_rows(audio_embedding, "audio_embedding"),
         ]
         with tf.control_dependencies(checks):
-            widest = tf.reduce_max(k)
+            count = tf.minimum(k, self.num_users)
+            widest = tf.reduce_max(count)
         scores = tf.matmul(tf.math.l2_normalize(audio_embedding, axis=1), self.user_vectors, transpose_b=True)
         values, indices = exact_top_k(scores, widest)
-        keep = tf.sequence_mask(k, widest)
+        keep = tf.sequence_mask(count, widest)
         return {
             "user_ids": tf.where(keep, tf.gather(self.user_ids, indices), ""),
             "scores": tf.where(keep, values, 0.0),
+            "count": count,
         }

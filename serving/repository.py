@@ -11,6 +11,7 @@ development server from the real one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import re
 from typing import Dict, Iterable, Mapping, Optional
@@ -18,15 +19,15 @@ from typing import Dict, Iterable, Mapping, Optional
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from serving import graphs, warmup
 from serving.export import MODEL_NAMES, latest_version
 
 # gRPC status code name -> HTTP status of TF Serving's REST API.
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "NOT_FOUND": 404, "UNIMPLEMENTED": 501,
-               "INTERNAL": 500, "UNAVAILABLE": 503}
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "NOT_FOUND": 404,
+               "RESOURCE_EXHAUSTED": 429, "UNIMPLEMENTED": 501, "INTERNAL": 500, "UNAVAILABLE": 503}
 
 
 class ServingError(Exception):
@@ -97,18 +98,21 @@ class ModelRepository:
                                                    f"missing {missing}")
         try:
             outputs = function(**feed)
-        except tf.errors.InvalidArgumentError as e:
-            raise ServingError("INVALID_ARGUMENT", readable(e.message)) from None
+        except tf.errors.OpError as e:  # the graph's checks are INVALID_ARGUMENT; other op errors keep their code
+            raise ServingError(error_codes_pb2.Code.Name(e.error_code), readable(e.message)) from None
         wanted = list(output_filter) or sorted(outputs)
         unknown = sorted(set(wanted) - set(outputs))
         if unknown:
             raise ServingError("INVALID_ARGUMENT", f"output_filter names unknown outputs {unknown}; {signature} has {sorted(outputs)}")
         return {key: outputs[key].numpy() for key in wanted}
 
-    def predict_proto(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def predict_proto(self, request: predict_pb2.PredictRequest,
+                      max_tensor_bytes: Optional[int] = None) -> predict_pb2.PredictResponse:
+        """`max_tensor_bytes`: the most bytes one input may expand to (None: no limit, for trusted
+        requests such as the warm-up records)."""
         spec = request.model_spec
         version = spec.version.value if spec.HasField("version") else None
-        inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
+        inputs = {key: array_from_proto(key, proto, max_tensor_bytes) for key, proto in request.inputs.items()}
         outputs = self.predict(spec.name, inputs, spec.signature_name, version, request.output_filter)
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, spec.name, version, spec.signature_name or graphs.SERVING_DEFAULT)
@@ -140,20 +144,74 @@ class ModelRepository:
         spec.signature_name = signature
 
 
+def array_from_proto(key: str, proto, max_bytes: Optional[int] = None) -> np.ndarray:
+    """A request's TensorProto -> numpy array. A proto may give fewer values than its shape holds
+    (the last one repeats), so a few bytes can declare gigabytes: with `max_bytes`, an input that
+    would expand past it is refused (RESOURCE_EXHAUSTED) before anything is allocated."""
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:
+        raise ServingError("INVALID_ARGUMENT", f"input '{key}' has an unknown dtype ({proto.dtype})") from None
+    if not dtype.is_numpy_compatible:
+        raise ServingError("INVALID_ARGUMENT", f"input '{key}' has dtype {dtype.name}, which a request cannot carry")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise ServingError("INVALID_ARGUMENT", f"input '{key}' has a negative dimension in its shape {dims}")
+    element_bytes = max(map(len, proto.string_val), default=0) + 8 if dtype == tf.string else max(dtype.size, 1)
+    if max_bytes is not None and math.prod(dims) * element_bytes > max_bytes:
+        raise ServingError("RESOURCE_EXHAUSTED", f"input '{key}' of shape {dims} would take {math.prod(dims) * element_bytes} "
+                                                 f"bytes; this server takes at most {max_bytes} bytes per request")
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+        raise ServingError("INVALID_ARGUMENT", f"input '{key}' is not a readable {dtype.name} tensor of shape {dims}: {e}") from None
+
+
 def _checked_input(key: str, value, specs: Mapping[str, tf.TensorSpec]) -> tf.Tensor:
     if key not in specs:
         raise ServingError("INVALID_ARGUMENT", f"unknown input '{key}'; the signature takes {sorted(specs)}")
     spec = specs[key]
     array = np.asarray(value)
-    if spec.dtype == tf.string:
-        if array.dtype.kind not in "OSU":
-            raise ServingError("INVALID_ARGUMENT", f"input '{key}' must be strings; got {array.dtype}")
-    elif array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not spec.dtype.is_floating):
-        raise ServingError("INVALID_ARGUMENT", f"input '{key}' must be {spec.dtype.name}; got {array.dtype}")
+    if not _holds(array, spec.dtype):
+        raise ServingError("INVALID_ARGUMENT", f"input '{key}' must be {_dtype_words(spec.dtype)}; got {_values_words(array)}")
     if not spec.shape.is_compatible_with(array.shape):
         dims = ", ".join("?" if d is None else str(d) for d in spec.shape.as_list())
         raise ServingError("INVALID_ARGUMENT", f"input '{key}' must have shape [{dims}] (? = any size); got {list(array.shape)}")
     return tf.constant(array, spec.dtype) if spec.dtype != tf.string else tf.constant(array.astype(object))
+
+
+def _holds(array: np.ndarray, dtype: tf.DType) -> bool:
+    """Whether the values sent are `dtype` values as they are: an int32 input takes whole numbers
+    in its range (5.5 is refused, not truncated to 5; 2**40 is refused, not wrapped), a float
+    input any numbers, a string input strings. Empty arrays (JSON `[]` reads as float64) fit any."""
+    kind = array.dtype.kind
+    if dtype == tf.string:
+        return kind in "SU" or (kind == "O" and all(isinstance(v, (bytes, str)) for v in array.reshape(-1)))
+    if array.size == 0:
+        return kind in "biuf"
+    if dtype.is_integer:
+        limits = np.iinfo(dtype.as_numpy_dtype)
+        return kind in "iu" and limits.min <= array.min() and array.max() <= limits.max
+    if dtype.is_floating:
+        return kind in "iuf"
+    return dtype.is_bool and kind == "b"
+
+
+def _dtype_words(dtype: tf.DType) -> str:
+    if dtype == tf.string:
+        return "strings"
+    if dtype.is_integer:
+        limits = np.iinfo(dtype.as_numpy_dtype)
+        return f"{dtype.name}: whole numbers from {limits.min} to {limits.max}"
+    return f"{dtype.name} numbers" if dtype.is_floating else dtype.name
+
+
+def _values_words(array: np.ndarray) -> str:
+    if array.dtype.kind in "iuf" and array.size:
+        return f"{array.dtype.name} values from {array.min()} to {array.max()}"
+    if array.dtype.kind in "OSU":
+        return "strings" if _holds(array, tf.string) else "values that are not all numbers or all strings"
+    return f"{array.dtype.name} values"
 
 
 def readable(message: str) -> str:

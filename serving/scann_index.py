@@ -63,9 +63,11 @@ class ScannUserIndex:
         return cls(searcher, user_ids)
 
     def search(self, audio_embeddings: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-        """[batch, d] AEs -> (row indices, cosines) [batch, k], best first."""
-        if not 1 <= k <= len(self.user_ids):
-            raise ValueError(f"k must be between 1 and {len(self.user_ids)} (the number of users); got {k}")
+        """[batch, d] AEs -> (row indices, cosines) [batch, min(k, users)], best first: as the
+        exported recommender, a k above the number of users returns every user."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1; got {k}")
+        k = min(k, len(self.user_ids))
         queries = normalised(np.atleast_2d(audio_embeddings))
         if len(queries) == 1:
             rows, scores = self.searcher.search(queries[0], final_num_neighbors=k)

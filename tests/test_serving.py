@@ -1,5 +1,6 @@
 """Serving: exported models against the in-memory ones, core ops only (fresh process), warm-up, config,
-the client over REST and gRPC against the development server, the CLI, and bad requests."""
+the client over REST and gRPC against the development server, the CLI, bad requests, and the
+pushed UE table covering every user (the held-out new users included)."""
 
 import argparse
 import io
@@ -17,42 +18,69 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from components.listening_data.ingest import ingest, write_examples
 from musicrec.audio.decode import load_audio
 from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
 from musicrec.data.audio_pairs import build_audio_pairs
 from musicrec.data.loading import load_dataset
-from musicrec.data.user_examples import build_user_examples
+from musicrec.data.user_examples import branch_data_from_examples, build_user_examples, read_user_examples
 from serving import cli, client, dev_server, graphs, warmup
 from serving.export import BATCHING_PARAMETERS, MODEL_NAMES, MODELS_CONFIG, export_serving_models
 from serving.repository import ModelRepository, ServingError
+from serving.scann_index import recommender_table
+from trainer import user_module
 from trainer.audio_branch import AudioBranchConfig
 from trainer.audio_input import segment_offsets
 from trainer.audio_module import export_audio_encoder, train_audio_branch
-from trainer.user_export import USER_EMBEDDINGS_FILE, USER_TOWER_DIR, read_embeddings
+from trainer.user_export import USER_EMBEDDINGS_FILE, USER_TOWER_DIR, read_embeddings, table_queries
 
 CONTEXT = 130  # 3 s
+_BUILT = {}  # pytest session (its base temp folder) -> the served models; test_serving_fuzz serves the same ones
 
 
 @pytest.fixture(scope="module")
-def served(tiny_dataset, tiny_log_mels, tiny_user_branch, tiny_user_vectors, tmp_path_factory):
-    """A briefly trained 3 s audio branch and the three serving models exported from it."""
+def served(tiny_dataset, tiny_log_mels, tiny_user_vectors, tmp_path_factory):
+    """The serving models as the pipeline pushes them: a briefly trained 3 s audio branch, the user
+    branch trained by the UserTrainer's run_fn on the ingestion's user examples, and the export with
+    the pusher's defaults. Built once per session (test_serving_fuzz imports this fixture)."""
+    session = tmp_path_factory.getbasetemp()
+    if session not in _BUILT:
+        _BUILT[session] = _build_served(tiny_dataset, tiny_log_mels, tiny_user_vectors, tmp_path_factory)
+    return _BUILT[session]
+
+
+def _build_served(tiny_dataset, tiny_log_mels, tiny_user_vectors, tmp_path_factory):
     dataset = load_dataset(tiny_dataset)
     pairs = build_audio_pairs(dataset.interactions, tiny_user_vectors.user_ids, tiny_log_mels.usable(CONTEXT))
     config = AudioBranchConfig.variant("metric_1vs4", epochs=1, steps_per_epoch=3)
     trained = train_audio_branch(pairs, tiny_log_mels, tiny_user_vectors, config)
     out = tmp_path_factory.mktemp("serving")
     encoder_dir = export_audio_encoder(trained, out / "audio_branch")
-    model_dir = tiny_user_branch / "model"
+    model_dir, user_data = pipeline_user_branch(dataset, out / "user_branch")
     dirs = export_serving_models(encoder_dir, model_dir / USER_TOWER_DIR, model_dir / USER_EMBEDDINGS_FILE,
-                                 out / "models", version=3, context_frames=CONTEXT, max_k=50)
+                                 out / "models", version=3, context_frames=CONTEXT)
     tracks = dataset.tracks.dropna(subset=["audio_path"])
     audio = [load_audio(tiny_dataset / p, max_seconds=None) for p in tracks["audio_path"].iloc[:2]]
     audio.append(np.concatenate(audio * 2)[: 40 * DEFAULT.sample_rate])  # longer than 30 s: only the first 30 s count
     return types.SimpleNamespace(
         encoder=trained.model.encoder, dirs=dirs, base=out / "models", out=out, audio=audio,
-        users=read_embeddings(model_dir / USER_EMBEDDINGS_FILE, "user_id"), dataset=dataset,
+        users=read_embeddings(model_dir / USER_EMBEDDINGS_FILE, "user_id"), dataset=dataset, user_data=user_data,
         audio_file=tiny_dataset / tracks["audio_path"].iloc[0], repository=ModelRepository(out / "models"),
     )
+
+
+def pipeline_user_branch(dataset, out):
+    """The user branch as the pipeline trains it: the ingestion's user examples written as TFRecords,
+    and the UserTrainer's run_fn (short training) on them. Returns (model folder, the data it read)."""
+    write_examples(out / "examples", ingest(dataset, dataset.tracks["track_id"]).user_examples)
+    splits = {name: [str(out / "examples" / f"Split-{name}" / "*")] for name in ("train", "eval")}
+    fn_args = types.SimpleNamespace(
+        custom_config={"user_branch": {"epochs": 3, "early_stopping_patience": 0}}, train_files=splits["train"],
+        eval_files=splits["eval"], transform_graph_path=None, serving_model_dir=str(out / "model"),
+        model_run_dir=str(out / "report"))
+    user_module.run_fn(fn_args)
+    data = branch_data_from_examples(read_user_examples(splits["train"]), read_user_examples(splits["eval"]))
+    return out / "model", data
 
 
 def reference_embedding(encoder, waveform: np.ndarray) -> np.ndarray:
@@ -85,8 +113,12 @@ def test_segment_counts_match_the_training_segments():
 
 def test_audio_embedder_matches_the_in_memory_encoder(served):
     expected = np.stack([reference_embedding(served.encoder, w) for w in served.audio])
-    # One padded batch of three lengths (12 s, 12 s, 40 s) gives each track its own AE.
-    batch = served.repository.predict(graphs.AUDIO_EMBEDDER, warmup.waveform_inputs(served.audio), graphs.EMBED_WAVEFORM)
+    # One padded batch of three lengths (12 s, 12 s, 40 s) gives each track its own AE, whatever
+    # the padding holds (NaN included: only samples before num_samples are checked and used).
+    inputs = warmup.waveform_inputs(served.audio)
+    for row, length in enumerate(inputs["num_samples"]):
+        inputs["waveform"][row, length:] = np.nan
+    batch = served.repository.predict(graphs.AUDIO_EMBEDDER, inputs, graphs.EMBED_WAVEFORM)
     np.testing.assert_allclose(batch["audio_embedding"], expected, rtol=1e-4, atol=1e-4)
     wavs = np.asarray([warmup.wav_bytes(w) for w in served.audio], object)
     from_wav = served.repository.predict(graphs.AUDIO_EMBEDDER, {"wav_bytes": wavs}, graphs.EMBED_WAV)["audio_embedding"]
@@ -95,13 +127,30 @@ def test_audio_embedder_matches_the_in_memory_encoder(served):
 
 
 def test_user_embedder_reproduces_the_ue_table(served):
-    latest = build_user_examples(served.dataset).latest
+    """Every row of the table, the held-out new users' included, is the served user tower's UE of
+    the user's history and demographics."""
+    queries = table_queries(served.user_data)
     specs = served.repository.model(graphs.USER_EMBEDDER).module.signatures[graphs.EMBED_USER].structured_input_signature[1]
-    inputs = {name: latest.columns[name].astype(object if spec.dtype == tf.string else np.float32)[:16]
+    inputs = {name: queries.columns[name].astype(object if spec.dtype == tf.string else np.float32)
               for name, spec in specs.items()}
     ue = served.repository.predict(graphs.USER_EMBEDDER, inputs, graphs.EMBED_USER)["user_embedding"]
-    table = served.users.set_index("user_id").loc[latest.columns["user_id"][:16].astype(str), "embedding"]
+    table = served.users.set_index("user_id").loc[queries.columns["user_id"].astype(str), "embedding"]
     np.testing.assert_allclose(ue, np.stack(table.to_numpy()), atol=1e-5)
+    assert len(served.users) == len(queries) == len(set(served.users["user_id"]))
+
+
+def test_held_out_new_users_are_in_the_pushed_recommender_and_can_be_recommended(served):
+    new_users = sorted(set(served.user_data.new_users.columns["user_id"].astype(str)))
+    trained_users = set(served.user_data.train.columns["user_id"].astype(str))
+    assert new_users and not set(new_users) & trained_users  # held out of training altogether
+    table_ids, table = recommender_table(served.base)
+    every_user_with_a_like = build_user_examples(served.dataset).latest.columns["user_id"].astype(str)
+    assert sorted(table_ids) == sorted(every_user_with_a_like)
+    # A track whose AE points where a new user's UE does is recommended to that user first.
+    rows = [table_ids.tolist().index(user) for user in new_users]
+    inputs = {"audio_embedding": table[rows], "k": np.full(len(rows), 3, np.int32)}
+    out = served.repository.predict(graphs.RECOMMENDER, inputs, graphs.RECOMMEND_EMBEDDING)
+    assert [ids[0].decode() for ids in out["user_ids"]] == new_users
 
 
 def test_recommender_returns_the_exact_top_k_with_per_request_k(served):
@@ -109,11 +158,16 @@ def test_recommender_returns_the_exact_top_k_with_per_request_k(served):
     inputs = {**warmup.waveform_inputs([served.audio[0]] * 3), "k": np.array([1, 7, 50], np.int32)}
     out = served.repository.predict(graphs.RECOMMENDER, inputs, graphs.RECOMMEND_WAVEFORM)
     ids, scores = reference_top_k(served.users, ae, 50)
-    assert out["user_ids"].shape == (3, 50)
+    assert out["user_ids"].shape == (3, 50) and out["count"].tolist() == [1, 7, 50]
     for row, k in enumerate((1, 7, 50)):
         assert [u.decode() for u in out["user_ids"][row, :k]] == ids[:k]
         np.testing.assert_allclose(out["scores"][row, :k], scores[:k], atol=1e-4)
         assert set(out["user_ids"][row, k:]) <= {b""}  # narrower rows are padded
+    # k above the number of users (within max_k): every user, ranked, and the count says so.
+    everyone = served.repository.predict(graphs.RECOMMENDER, {**inputs, "k": np.array([1, 100, 7], np.int32)},
+                                         graphs.RECOMMEND_WAVEFORM)
+    assert everyone["count"].tolist() == [1, len(served.users), 7]
+    assert [u.decode() for u in everyone["user_ids"][1]] == reference_top_k(served.users, ae, len(served.users))[0]
     random_ae = np.random.default_rng(1).normal(size=(4, 40)).astype(np.float32)
     out = served.repository.predict(graphs.RECOMMENDER, {"audio_embedding": random_ae, "k": np.full(4, 20, np.int32)},
                                     graphs.RECOMMEND_EMBEDDING)
@@ -229,29 +283,39 @@ def test_client_embeds_and_recommends_the_same_everywhere(served, any_client):
     assert set(signatures.signature_def["recommend_users"].inputs) == {"waveform", "num_samples", "sample_rate", "k"}
 
 
+def poisoned(values: np.ndarray, index, value: float) -> np.ndarray:
+    values = values.copy()
+    values[index] = value
+    return values
+
+
 @pytest.mark.parametrize("case, message", [
     ("wrong_shape", "must have shape [?, ?]"),
     ("wrong_rate", "sample_rate must be 22050 Hz"),
     ("empty_audio", "empty audio"),
     ("too_short", "audio too short"),
-    ("k_too_large", "k must be between 1 and 50"),
-    ("k_zero", "k must be between 1 and 50"),
+    ("k_too_large", "k must be between 1 and 1000"),
+    ("k_zero", "k must be between 1 and 1000"),
     ("not_wav", "RIFF"),
+    ("nan_waveform", "waveform samples must hold finite numbers (no NaN or Inf); rows with others: 0"),
+    ("inf_embedding", "audio_embedding must hold finite numbers (no NaN or Inf); rows with others: 1"),
 ])
 def test_bad_requests_get_clear_errors(served, any_client, case, message):
     good = {**warmup.waveform_inputs(served.audio[:1]), "k": np.array([5], np.int32)}
-    signature = graphs.RECOMMEND_WAVEFORM
-    inputs = {
-        "wrong_shape": {**good, "waveform": good["waveform"][0]},
-        "wrong_rate": {**good, "sample_rate": np.array([44100], np.int32)},
-        "empty_audio": {**good, "waveform": np.zeros((1, 0), np.float32), "num_samples": np.array([0], np.int32)},
-        "too_short": {**warmup.waveform_inputs([served.audio[0][:22050]]), "k": good["k"]},
-        "k_too_large": {**good, "k": np.array([51], np.int32)},
-        "k_zero": {**good, "k": np.array([0], np.int32)},
-        "not_wav": {"wav_bytes": np.array([b"definitely not a wav file"], object), "k": good["k"]},
+    embeddings = np.ones((2, 40), np.float32)
+    signature, inputs = {
+        "wrong_shape": (graphs.RECOMMEND_WAVEFORM, {**good, "waveform": good["waveform"][0]}),
+        "wrong_rate": (graphs.RECOMMEND_WAVEFORM, {**good, "sample_rate": np.array([44100], np.int32)}),
+        "empty_audio": (graphs.RECOMMEND_WAVEFORM, {**good, "waveform": np.zeros((1, 0), np.float32),
+                                                    "num_samples": np.array([0], np.int32)}),
+        "too_short": (graphs.RECOMMEND_WAVEFORM, {**warmup.waveform_inputs([served.audio[0][:22050]]), "k": good["k"]}),
+        "k_too_large": (graphs.RECOMMEND_WAVEFORM, {**good, "k": np.array([1001], np.int32)}),
+        "k_zero": (graphs.RECOMMEND_WAVEFORM, {**good, "k": np.array([0], np.int32)}),
+        "not_wav": (graphs.RECOMMEND_WAV, {"wav_bytes": np.array([b"definitely not a wav file"], object), "k": good["k"]}),
+        "nan_waveform": (graphs.RECOMMEND_WAVEFORM, {**good, "waveform": poisoned(good["waveform"], (0, 1000), np.nan)}),
+        "inf_embedding": (graphs.RECOMMEND_EMBEDDING, {"audio_embedding": poisoned(embeddings, (1, 3), np.inf),
+                                                      "k": np.array([5, 5], np.int32)}),
     }[case]
-    if case == "not_wav":
-        signature = graphs.RECOMMEND_WAV
     with pytest.raises(ServingError) as error:
         any_client.predict(graphs.RECOMMENDER, inputs, signature)
     assert error.value.code == "INVALID_ARGUMENT" and message in error.value.message, error.value.message
@@ -296,8 +360,13 @@ def test_cli_recommends_in_process_and_over_rest(served, server, tmp_path, capsy
     soundfile.write(str(tmp_path / "short.wav"), served.audio[0][:11025], 22050)
     assert run_cli(["recommend-users", str(tmp_path / "short.wav"), "--server", url]) == 2
     assert "audio too short" in capsys.readouterr().err
-    assert run_cli(["recommend-users", str(served.audio_file), "--top", "51", "--models", str(served.base)]) == 2
-    assert "k must be between 1 and 50" in capsys.readouterr().err
+    assert run_cli(["recommend-users", str(served.audio_file), "--top", "1001", "--models", str(served.base)]) == 2
+    assert "k must be between 1 and 1000" in capsys.readouterr().err
+    # The README's --top 100 on the tiny dataset's 60 users: all of them, ranked, and the count said.
+    assert run_cli(["recommend-users", str(served.audio_file), "--top", "100", "--server", url, "--json"]) == 0
+    output = capsys.readouterr()
+    assert len(json.loads(output.out)) == len(served.users) == 60
+    assert "the recommender holds 60 users; all 60 are listed (--top asked for 100)" in output.err
     with pytest.raises(SystemExit):
         run_cli(["serve-dev", "--help"])
     assert "NOT a replacement for TF Serving" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")

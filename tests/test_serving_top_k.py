@@ -33,6 +33,26 @@ def test_user_index_ranks_by_cosine_and_refuses_bad_k():
         UserIndex(["a"], vectors, 5)
 
 
+def test_k_above_the_number_of_users_returns_every_user_and_says_how_many():
+    vectors = np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32)
+    index = UserIndex([f"u{i}" for i in range(30)], vectors, max_k=1000)
+    queries = np.random.default_rng(3).normal(size=(2, 8)).astype(np.float32)
+    out = index.top_k(tf.constant(queries), tf.constant([100, 4]))
+    assert out["count"].numpy().tolist() == [30, 4] and out["user_ids"].shape == (2, 30)
+    ranked = np.argsort(-(normalised(vectors) @ normalised(queries).T).T, axis=1, kind="stable")
+    assert [u.decode() for u in out["user_ids"].numpy()[0]] == [f"u{i}" for i in ranked[0]]
+    assert [u.decode() for u in out["user_ids"].numpy()[1]] == [f"u{i}" for i in ranked[1, :4]] + [""] * 26
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be between 1 and 1000"):
+        index.top_k(tf.constant(queries), tf.constant([1001, 4]))  # max_k still bounds the response
+
+
+def test_user_index_refuses_nan_and_inf_embeddings():
+    index = UserIndex(["a", "b"], np.eye(2, dtype=np.float32), max_k=2)
+    for bad in (np.nan, np.inf):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="audio_embedding must hold finite numbers"):
+            index.top_k(tf.constant([[1.0, 0.0], [bad, 0.0]]), tf.constant([1, 1]))
+
+
 def test_scann_recall_at_100_on_clustered_users(tmp_path):
     users = clustered_vectors(30_000, clusters=100, seed=3)
     queries = clustered_vectors(50, clusters=100, seed=3)[:50] + 0.05  # near the same clusters
@@ -43,5 +63,11 @@ def test_scann_recall_at_100_on_clustered_users(tmp_path):
     assert recall_at_k(found[:, ::-1][:, :50], exact) < 0.6  # the measure can fail: half the list, half the recall
     loaded = ScannUserIndex.load(index.save(tmp_path / "scann"))
     assert loaded.recommend(queries[0], 5) == index.recommend(queries[0], 5)
-    with pytest.raises(ValueError, match="k must be between 1 and 30000"):
-        index.search(queries[:1], 30_001)
+    few = ScannUserIndex.build([f"v{i}" for i in range(40)], users[:40], k=10)
+    assert [u for u, _ in few.recommend(queries[0], 100)] == [f"v{i}" for i in exact_top(users[:40], queries[0])]
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        index.search(queries[:1], 0)
+
+
+def exact_top(users: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return np.argsort(-(users @ normalised(query[None])[0]), kind="stable")

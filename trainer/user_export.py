@@ -3,7 +3,9 @@
   user_tower/   SavedModel, signature `embed_user`: history ids + demographics -> UE [batch, 40]
   retrieval/    SavedModel, signature `recommend_tracks`: the same inputs -> top-k (scores, track_ids),
                 a TFRS BruteForce index over every candidate track
-  user_embeddings.parquet   user_id, embedding (40 floats): every user's UE from all their liked tracks
+  user_embeddings.parquet   user_id, embedding (40 floats): the UE of every user with a liked track
+                            (`table_queries`: those seen in training and the held-out new users),
+                            by the exported user tower from their history and demographics
   track_embeddings.parquet  track_id, embedding (40 floats): the candidate tower's output
 
 The audio branch reads `user_embeddings.parquet`; serving loads the SavedModels.
@@ -12,9 +14,11 @@ Vocabulary lookups live inside the graphs, so serving needs no preprocessing.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Dict
 
+import musicrec  # (importing it first sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +26,7 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData
+from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData, UserExamples
 from trainer.user_branch import TrainedUserBranch
 
 USER_TOWER_DIR = "user_tower"
@@ -63,9 +67,32 @@ def export_user_branch(trained: TrainedUserBranch, data: UserBranchData, out_dir
     index(signature_inputs(data, trained, rows=slice(0, 1)))  # builds the index before saving
     tf.saved_model.save(index, str(out / RETRIEVAL_DIR), signatures={RECOMMEND_SIGNATURE: recommend, "serving_default": recommend})
 
-    write_embeddings(out / USER_EMBEDDINGS_FILE, "user_id", data.latest.columns["user_id"], trained.user_embeddings(data.latest))
+    queries = table_queries(data)
+    write_embeddings(out / USER_EMBEDDINGS_FILE, "user_id", queries.columns["user_id"], trained.user_embeddings(queries))
     write_embeddings(out / TRACK_EMBEDDINGS_FILE, "track_id", track_ids, candidates)
     return out
+
+
+def table_queries(data: UserBranchData) -> UserExamples:
+    """One user-tower query per user of the UE table: the rows of `data.latest`, plus each
+    held-out new user it lacks, from the history of their target rows (every liked track
+    before their hold-out) and their demographics.
+
+    The table is what the served recommender ranks, so a user missing here can never be
+    recommended a track. The pipeline's Trainer rebuilds `latest` from the training examples
+    alone (`branch_data_from_examples`), so it lacks every new user; the plain-dataset path
+    (`build_user_examples`) lists them already, and nothing is added there.
+    """
+    new = data.new_users
+    known = set(data.latest.columns["user_id"].astype(str))
+    users = new.columns["user_id"].astype(str) if new is not None else np.asarray([], dtype=str)
+    _, first_rows = np.unique(users, return_index=True)  # a new user's target rows share one history
+    added = np.asarray([row for row in first_rows if users[row] not in known], dtype=np.int64)
+    logging.info("%s UE table: %d users (%d held-out new users added)", musicrec.LOG_TAG, len(known) + len(added), len(added))
+    if not len(added):
+        return data.latest
+    extra = new.take(added).columns
+    return UserExamples({name: np.concatenate([column, extra[name]]) for name, column in data.latest.columns.items()})
 
 
 def signature_inputs(data: UserBranchData, trained: TrainedUserBranch, rows=None) -> Dict[str, np.ndarray]:
