@@ -352,7 +352,7 @@ def _far_iso_text(seconds: int) -> str:
     try:
         return (_EPOCH + datetime.timedelta(seconds=int(seconds))).isoformat()
     except OverflowError:
-        return f"{seconds} s from 1970, beyond the years 1..9999"
+        return f"{seconds} seconds after 1970, beyond the year 9999"
 
 
 def _parquet_value_text(value) -> str:
@@ -380,7 +380,21 @@ def _check_columns(path: pathlib.Path, spec: contract.TableSpec, columns) -> Non
             raise DatasetError(f"{path.name} has unexpected column(s) {', '.join(extra)}")
 
 
-Findings = List[Tuple[pd.Series, str, pd.Series]]  # (rows, fault kind, reason per row)
+@dataclasses.dataclass
+class Finding:
+    """The rows of a column whose value breaks a rule (or was normalised), their fault kind, and
+    the reason for each flagged row (in row order; computed for those rows only)."""
+
+    rows: np.ndarray  # bool, one per row
+    kind: str
+    reasons: np.ndarray  # str, one per flagged row
+
+    @classmethod
+    def of(cls, rows: pd.Series, kind: str, column: contract.Column, values: pd.Series, says) -> "Finding":
+        """Reasons "<column> '<value>' <says>"; `says` is text, or a Series of it indexed like `values`."""
+        flagged = rows.to_numpy(dtype=bool)
+        text = says if isinstance(says, str) else says[flagged]
+        return cls(flagged, kind, (f"{column.name} '" + values[flagged] + "' " + text).to_numpy(dtype=object))
 
 
 @dataclasses.dataclass
@@ -389,8 +403,8 @@ class Parsed:
     `notes`: values that were normalised and kept."""
 
     values: pd.Series
-    faults: Findings = dataclasses.field(default_factory=list)
-    notes: Findings = dataclasses.field(default_factory=list)
+    faults: List[Finding] = dataclasses.field(default_factory=list)
+    notes: List[Finding] = dataclasses.field(default_factory=list)
 
 
 def _parse_values(
@@ -403,7 +417,7 @@ def _parse_values(
     of the key are duplicates.
     """
     out = pd.DataFrame(index=raw.index)
-    rejected, changed = _FirstFinding(raw.index), _FirstFinding(raw.index)
+    rejected, changed = _FirstFinding(len(raw)), _FirstFinding(len(raw))
     for name in raw.columns:
         if name == "_line":
             continue
@@ -411,47 +425,46 @@ def _parse_values(
         parsed = _PARSERS[column.kind](raw[name], column)
         values = parsed.values
         if column.required:
-            rejected.add(raw[name] == "", "blank_required", f"{name} is blank")
-            for rows, kind, reason in parsed.faults:
-                rejected.add(rows, kind, reason)
+            blank = (raw[name] == "").to_numpy()
+            rejected.add(Finding(blank, "blank_required", np.full(blank.sum(), f"{name} is blank", dtype=object)))
+            for finding in parsed.faults:
+                rejected.add(finding)
         else:
-            for rows, kind, reason in parsed.faults:
-                changed.add(rows, kind, reason + "; set to missing")
-                values = values.mask(rows)
-        for rows, kind, reason in parsed.notes:
-            changed.add(rows, kind, reason)
+            for finding in parsed.faults:
+                changed.add(finding, "; set to missing")
+                values = values.mask(finding.rows)
+        for finding in parsed.notes:
+            changed.add(finding)
         out[name] = values
     if spec.key:
-        rejected.add(*_duplicates(raw, out, spec.key, ~rejected.found))
-    changed.drop(rejected.found)  # a rejected row is reported once, as rejected
-    keep = ~rejected.found
+        rejected.add(_duplicates(raw, out, spec.key, ~rejected.found))
+    changed.kinds[rejected.found] = ""  # a rejected row is reported once, as rejected
+    lines = raw["_line"].to_numpy()
     return (
-        out[keep].reset_index(drop=True),
-        rejected.reports(MalformedRow, file_name, raw["_line"]),
-        changed.reports(ChangedValue, file_name, raw["_line"]),
+        out[~rejected.found].reset_index(drop=True),
+        rejected.reports(MalformedRow, file_name, lines),
+        changed.reports(ChangedValue, file_name, lines),
     )
 
 
 class _FirstFinding:
     """The first fault kind and reason found in each row."""
 
-    def __init__(self, index: pd.Index):
-        self.kinds = pd.Series("", index=index, dtype=object)
-        self.reasons = pd.Series("", index=index, dtype=object)
+    def __init__(self, rows: int):
+        self.kinds = np.full(rows, "", dtype=object)
+        self.reasons = np.full(rows, "", dtype=object)
 
     @property
-    def found(self) -> pd.Series:
+    def found(self) -> np.ndarray:
         return self.kinds != ""
 
-    def add(self, rows: pd.Series, kind: str, reason) -> None:
-        new = rows & ~self.found
-        self.kinds = self.kinds.mask(new, kind)
-        self.reasons = self.reasons.mask(new, reason)
+    def add(self, finding: Finding, suffix: str = "") -> None:
+        new = finding.rows & ~self.found
+        if new.any():
+            self.kinds[new] = finding.kind
+            self.reasons[new] = finding.reasons[new[finding.rows]] + suffix
 
-    def drop(self, rows: pd.Series) -> None:
-        self.kinds = self.kinds.mask(rows, "")
-
-    def reports(self, report_type, file_name: str, lines: pd.Series) -> list:
+    def reports(self, report_type, file_name: str, lines: np.ndarray) -> list:
         found = self.found
         return [
             report_type(file_name, int(line), reason, kind)
@@ -459,26 +472,22 @@ class _FirstFinding:
         ]
 
 
-def _duplicates(raw: pd.DataFrame, parsed: pd.DataFrame, key: Tuple[str, ...], good: pd.Series):
-    """(rows, kind, reason): good rows whose parsed key repeats an earlier good row's."""
+def _duplicates(raw: pd.DataFrame, parsed: pd.DataFrame, key: Tuple[str, ...], good: np.ndarray) -> Finding:
+    """Good rows whose parsed key repeats an earlier good row's."""
     # Only rows that are otherwise fine compete for a key: a good row is not
     # rejected as a duplicate of a malformed one.
     keys = parsed.loc[good, list(key)]
-    dup = keys.duplicated(keep="first").reindex(raw.index, fill_value=False)
-    reason = pd.Series("", index=raw.index, dtype=object)
+    dup = keys.duplicated(keep="first").reindex(raw.index, fill_value=False).to_numpy()
+    reasons = np.empty(0, dtype=object)
     if dup.any():
-        first_line = raw.loc[good, "_line"].groupby([keys[c] for c in key]).transform("min")[dup]
+        first_line = raw.loc[good, "_line"].groupby([keys[c] for c in key]).transform("min")[dup[good]]
         shown = raw.loc[dup, list(key)].astype(str).agg(", ".join, axis=1)
-        reason[dup] = f"duplicate {', '.join(key)} '" + shown + "' (first on line " + first_line.astype(str) + ")"
-    return dup, "duplicate", reason
+        reasons = (f"duplicate {', '.join(key)} '" + shown + "' (first on line " + first_line.astype(str) + ")").to_numpy()
+    return Finding(dup, "duplicate", reasons)
 
 
 def _parse_text(values: pd.Series, column: contract.Column) -> Parsed:
     return Parsed(values.astype(str))
-
-
-def _quoted(column: contract.Column, values: pd.Series) -> pd.Series:
-    return f"{column.name} '" + values + "'"
 
 
 def _parse_int(values: pd.Series, column: contract.Column) -> Parsed:
@@ -486,11 +495,11 @@ def _parse_int(values: pd.Series, column: contract.Column) -> Parsed:
     finite = numbers.notna() & np.isfinite(numbers.fillna(0))
     integral = finite & (numbers == np.floor(numbers.where(finite, 0)))
     parsed = Parsed(numbers.where(integral).astype("Int64"))
-    parsed.faults.append(((values != "") & ~integral, f"{column.name}_not_integer", _quoted(column, values) + " is not an integer"))
+    parsed.faults.append(Finding.of((values != "") & ~integral, f"{column.name}_not_integer", column, values, "is not an integer"))
     if column.valid_range is not None:
         low, high = column.valid_range
         outside = integral & ~numbers.between(low, high)
-        parsed.faults.append((outside, f"{column.name}_out_of_range", _quoted(column, values) + f" is outside {low}..{high}"))
+        parsed.faults.append(Finding.of(outside, f"{column.name}_out_of_range", column, values, f"is outside {low}..{high}"))
     return parsed
 
 
@@ -501,22 +510,24 @@ def _parse_timestamp(values: pd.Series, column: contract.Column) -> Parsed:
     nan_text = values.str.lstrip("+-").str.lower() == "nan"  # to_numeric reads it as a missing number
     seconds = numbers.mask(nan_text, np.inf)
     iso = given & numbers.isna() & ~nan_text
-    seconds[iso] = _iso_seconds(values[iso])
+    if iso.any():
+        seconds[iso] = _iso_seconds(values[iso])
     low, high = column.valid_range or contract.TIMESTAMP_RANGE
-    finite = np.isfinite(seconds)  # False for NaN: text that is no time at all
+    finite = pd.Series(np.isfinite(seconds), index=values.index)  # False for NaN: text that is no time at all
     in_range = finite & seconds.between(low, high)
     # Only a bare number can be milliseconds; an ISO time says what it is.
     milliseconds = finite & ~in_range & ~iso & (seconds / 1000).between(low, high)
     name = column.name
+    as_seconds = _iso_text(seconds[milliseconds] / 1000)
     return Parsed(
         np.floor(seconds.where(in_range, 0)).astype(np.int64),
         faults=[
-            (given & seconds.isna(), f"{name}_unparsable", _quoted(column, values) + " is neither ISO-8601 nor unix seconds"),
-            (given & np.isinf(seconds), f"{name}_not_finite", _quoted(column, values) + " is not a finite number"),
-            (milliseconds, f"{name}_milliseconds", _quoted(column, values) + " looks like milliseconds (divided by 1000 it is "
-             + _iso_text(seconds / 1000) + "); the contract takes unix seconds"),
-            (finite & ~in_range & ~milliseconds, f"{name}_out_of_range",
-             _quoted(column, values) + f" is outside {_iso_text(pd.Series([low]))[0]}..{_iso_text(pd.Series([high]))[0]}"),
+            Finding.of(given & seconds.isna(), f"{name}_unparsable", column, values, "is neither ISO-8601 nor unix seconds"),
+            Finding.of(given & np.isinf(seconds), f"{name}_not_finite", column, values, "is not a finite number"),
+            Finding.of(milliseconds, f"{name}_milliseconds", column, values, "looks like milliseconds (divided by 1000 it is "
+                       + as_seconds.reindex(values.index, fill_value="") + "); the contract takes unix seconds"),
+            Finding.of(finite & ~in_range & ~milliseconds, f"{name}_out_of_range", column, values,
+                       f"is outside {_iso_date(low)}..{_iso_date(high)}"),
         ],
     )
 
@@ -541,8 +552,11 @@ def _python_iso_seconds(text: str) -> float:
 
 
 def _iso_text(seconds: pd.Series) -> pd.Series:
-    times = pd.to_datetime(seconds.where(np.isfinite(seconds)), unit="s", errors="coerce")
-    return times.dt.strftime("%Y-%m-%dT%H:%M:%SZ").fillna("?")
+    return pd.to_datetime(seconds, unit="s", errors="coerce").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso_date(seconds: float) -> str:
+    return (_EPOCH + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%d")
 
 
 def _parse_date(values: pd.Series, column: contract.Column) -> Parsed:
@@ -550,7 +564,7 @@ def _parse_date(values: pd.Series, column: contract.Column) -> Parsed:
     bad = (values != "") & parsed.isna()
     return Parsed(
         parsed.dt.strftime("%Y-%m-%d").fillna(""),
-        faults=[(bad, f"{column.name}_unparsable", _quoted(column, values) + " is not an ISO-8601 date")],
+        faults=[Finding.of(bad, f"{column.name}_unparsable", column, values, "is not an ISO-8601 date")],
     )
 
 
@@ -560,9 +574,9 @@ def _parse_event(values: pd.Series, column: contract.Column) -> Parsed:
     recased = known & (lowered != values)
     return Parsed(
         lowered.where(known, values),
-        faults=[((values != "") & ~known, f"{column.name}_unknown",
-                 _quoted(column, values) + f" is not one of {', '.join(contract.EVENT_TYPES)}")],
-        notes=[(recased, f"{column.name}_case_normalised", _quoted(column, values) + " read as '" + lowered + "'")],
+        faults=[Finding.of((values != "") & ~known, f"{column.name}_unknown", column, values,
+                           f"is not one of {', '.join(contract.EVENT_TYPES)}")],
+        notes=[Finding.of(recased, f"{column.name}_case_normalised", column, values, "read as '" + lowered + "'")],
     )
 
 
