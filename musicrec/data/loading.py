@@ -23,7 +23,7 @@ import dataclasses
 import datetime
 import pathlib
 import re
-from typing import Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -255,13 +255,15 @@ Record = Union[List[str], MalformedRow]
 
 def _csv_records(file: str, lines: List[str], may_span: Callable[[List[str]], bool]) -> Iterator[Tuple[int, Record]]:
     """(first line, fields or the reason it cannot be read) of every non-blank record after the header."""
+    undecodable = {i for i, line in enumerate(lines) if (not line.isascii() or "\x00" in line) and _UNDECODABLE.search(line)}
     position = 1  # index in `lines` of the next line to read; line numbers are indices + 1
     while position < len(lines):
-        position = yield from _records_from(file, lines, position, may_span)
+        position = yield from _records_from(file, lines, position, may_span, undecodable)
 
 
-def _records_from(file: str, lines: List[str], position: int, may_span) -> Iterator[Tuple[int, Record]]:
-    """Reads records from `lines[position]` on; returns where to restart after an unreadable one."""
+def _records_from(file: str, lines: List[str], position: int, may_span, undecodable: Set[int]) -> Iterator[Tuple[int, Record]]:
+    """Reads records from `lines[position]` on; returns where to restart after an unreadable one.
+    `undecodable`: the indices of the lines holding bytes that are not UTF-8 text."""
     reader = csv.reader(lines[i] for i in range(position, len(lines)))
     while True:
         first = position + reader.line_num  # index of the record's first line
@@ -278,7 +280,7 @@ def _records_from(file: str, lines: List[str], position: int, may_span) -> Itera
             reason = "unparsable CSV: a quote opened on this line is not closed on it"
             yield first + 1, _unreadable(file, first, lines[first:first + 1], reason)
             return first + 1
-        if _undecodable_bytes(lines[first:last]):
+        if undecodable and not undecodable.isdisjoint(range(first, last)):
             yield first + 1, _unreadable(file, first, lines[first:last], "")
         elif fields:  # a blank line holds no data: nothing to report
             yield first + 1, fields
@@ -286,7 +288,7 @@ def _records_from(file: str, lines: List[str], position: int, may_span) -> Itera
 
 def _undecodable_bytes(lines: List[str]) -> bytes:
     """The bytes in `lines` that are not UTF-8 text (b"" when there are none)."""
-    found = "".join(c for line in lines if not line.isascii() or "\x00" in line for c in _UNDECODABLE.findall(line))
+    found = "".join(c for line in lines for c in _UNDECODABLE.findall(line))
     return found.encode("utf-8", "surrogateescape")
 
 
