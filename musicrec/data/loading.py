@@ -21,6 +21,7 @@ import codecs
 import csv
 import dataclasses
 import datetime
+import operator
 import pathlib
 import re
 from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple, Union
@@ -175,7 +176,7 @@ def read_table(path: pathlib.Path, spec: contract.TableSpec) -> Table:
         raw, unreadable = _read_csv_as_strings(path, spec)
     _check_columns(path, spec, raw.columns)
     frame, malformed, changed = _parse_values(raw, spec, path.name)
-    by_line = lambda report: report.line  # noqa: E731
+    by_line = operator.attrgetter("line")
     return Table(frame, sorted(unreadable + malformed, key=by_line), sorted(changed, key=by_line), len(raw) + len(unreadable))
 
 
@@ -309,7 +310,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
 def _read_parquet_as_strings(path: pathlib.Path) -> pd.DataFrame:
-    """Every column as stripped text ('' when null); times as unix seconds.
+    """Every column as stripped text ('' when null); timestamps as ISO-8601 text (UTC).
 
     Read through Arrow's own file reader (`ParquetFile` on the path), not
     `pandas.read_parquet`: pandas hands pyarrow a Python file object, and with
@@ -360,7 +361,7 @@ def _far_iso_text(seconds: int) -> str:
 def _parquet_value_text(value) -> str:
     if value is None or (np.ndim(value) == 0 and pd.isna(value)):
         return ""
-    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
 
