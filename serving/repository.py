@@ -177,7 +177,10 @@ def _checked_input(key: str, value, specs: Mapping[str, tf.TensorSpec]) -> tf.Te
     if not spec.shape.is_compatible_with(array.shape):
         dims = ", ".join("?" if d is None else str(d) for d in spec.shape.as_list())
         raise ServingError("INVALID_ARGUMENT", f"input '{key}' must have shape [{dims}] (? = any size); got {list(array.shape)}")
-    return tf.constant(array, spec.dtype) if spec.dtype != tf.string else tf.constant(array.astype(object))
+    if spec.dtype == tf.string:
+        return tf.constant(array.astype(object))
+    with np.errstate(over="ignore"):  # numbers past float32 become Inf, which the graphs refuse with a clear message
+        return tf.constant(array.astype(spec.dtype.as_numpy_dtype))
 
 
 def _holds(array: np.ndarray, dtype: tf.DType) -> bool:
