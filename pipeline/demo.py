@@ -31,8 +31,9 @@ from pipeline.runs import AbandonedExecution, PipelineRun, find_run
 DEMO_CONFIG = pathlib.Path(__file__).parent / "configs" / "demo.yaml"
 MANIFEST_FILE = "params.json"  # what generate-demo writes into ground_truth/
 AUDIO_FEATURES, INGESTION = "AudioFeatures", "ListeningDataGen"
-# ListeningDataGen's counts of rows and users left out (the others are sizes of what it wrote).
-EXCLUSION = re.compile(r"_rows\b|excluded")
+# ListeningDataGen's counts of rows and users left out, and of values it changed (the loader's
+# reports by fault kind); the others are sizes of what it wrote.
+EXCLUSION = re.compile(r"_rows\b|excluded|changed_values")
 
 
 def ensure_dataset(data_dir, size: str = "demo", seed: int = 0) -> None:

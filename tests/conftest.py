@@ -1,6 +1,7 @@
 """Shared fixtures: one generated tiny dataset per session, and a writer for hand-made datasets."""
 
 import pathlib
+import shutil
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 import numpy as np
@@ -90,3 +91,50 @@ def tiny_user_vectors(tiny_user_branch):
     from trainer.user_export import USER_EMBEDDINGS_FILE
 
     return UserVectors.from_parquet(tiny_user_branch / "model" / USER_EMBEDDINGS_FILE)
+
+
+# One planted fault of every kind the data contract names (musicrec.data.contract), on top of
+# the generator's own: kind -> (table, what the fault does). Every count a report gives for the
+# faulty copy must equal the pristine dataset's count plus these.
+PLANTED_ROW_FAULTS = {  # interactions.csv lines that are not loaded
+    "undecodable": b"u00001,t0\xef0001,2024-01-01T00:00:00Z,play",
+    "unparsable_csv": b"u00001,t00001,2024-01-01T00:00:00Z,pl\ray",
+    "field_count": b"u00001,t00001,2024-01-01T00:00:00Z",
+    "blank_required": b",t00001,2024-01-01T00:00:00Z,play",
+    "timestamp_unparsable": b"u00001,t00001,yesterday-ish,play",
+    "timestamp_not_finite": b"u00001,t00001,inf,play",
+    "timestamp_out_of_range": b"u00001,t00001,1e30,play",
+    "timestamp_milliseconds": b"u00001,t00001,1700000000000,play",
+    "event_unknown": b"u00001,t00001,2024-01-01T00:00:00Z,teleport",
+}
+PLANTED_UNKNOWN_IDS = {
+    "unknown_user": b"nobody,t00001,2024-01-01T00:00:00Z,play",
+    "unknown_track": b"u00001,t88888,2024-01-01T00:00:00Z,play",
+}
+PLANTED_VALUE_FAULTS = ("age_not_integer", "age_out_of_range", "release_date_unparsable", "event_case_normalised")
+PLANTED_AUDIO_STATUS = "outside_dataset"
+
+
+def plant_faults(pristine: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """A copy of a generated dataset with every planted fault above (and a duplicated event)."""
+    shutil.copytree(pristine, out)
+    lines = (out / "interactions.csv").read_bytes().rstrip(b"\n").split(b"\n")
+    planted = [*PLANTED_ROW_FAULTS.values(), *PLANTED_UNKNOWN_IDS.values(),
+               lines[1],  # duplicate: the first event again
+               b",".join(lines[1].split(b",")[:2] + [b"2030-01-01T00:00:00Z", b"Like"])]  # event_case_normalised
+    (out / "interactions.csv").write_bytes(b"\n".join(lines + planted) + b"\n")
+    users = pd.read_csv(out / "users.csv", dtype=str, keep_default_na=False)
+    users.loc[0, "age"], users.loc[1, "age"] = "NaN", "200"  # age_not_integer, age_out_of_range
+    users.to_csv(out / "users.csv", index=False)
+    tracks = pd.read_csv(out / "tracks.csv", dtype=str, keep_default_na=False)
+    tracks.loc[0, "release_date"] = "not-a-date"  # release_date_unparsable
+    soundfile.write(str(out.parent / "outside.wav"), tone(12.0, 22050), 22050)
+    tracks.loc[1, "audio_path"] = "../outside.wav"  # real audio, but outside the dataset folder
+    tracks.to_csv(out / "tracks.csv", index=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def faulty_tiny_dataset(tiny_dataset, tmp_path_factory) -> pathlib.Path:
+    """The tiny dataset with one planted fault of every kind: the pipeline tests' shared run uses it."""
+    return plant_faults(tiny_dataset, tmp_path_factory.mktemp("faulty_tiny") / "data")

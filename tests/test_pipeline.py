@@ -1,6 +1,7 @@
 """The TFX pipeline end to end on the tiny dataset: artifacts, TFMA, blessing, push, cache, the run summary,
 interrupted runs, anomalies, Kubeflow."""
 
+import collections
 import dataclasses
 import json
 import pathlib
@@ -16,6 +17,8 @@ import tensorflow_model_analysis as tfma
 import yaml
 
 from components.anomalies_gate import DataAnomaliesError
+from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_IDS, PLANTED_VALUE_FAULTS
+from musicrec.audio.decode import AUDIO_STATUSES
 from pipeline.config import PipelineConfig
 from pipeline.demo import has_oracle, summarize
 from pipeline.evaluation import find_evaluation, write_report
@@ -38,8 +41,9 @@ def tiny_config(dataset, run_dir, **overrides) -> PipelineConfig:
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_dataset, tmp_path_factory):
-    config = tiny_config(tiny_dataset, tmp_path_factory.mktemp("pipeline"))
+def first_run(faulty_tiny_dataset, tmp_path_factory):
+    """The module's shared run, on the tiny dataset with one planted fault of every kind (conftest)."""
+    config = tiny_config(faulty_tiny_dataset, tmp_path_factory.mktemp("pipeline"))
     outputs = run_local(config)
     return config, outputs, last_run_states(config)
 
@@ -108,20 +112,47 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
     assert next(iter(user(**inputs).values())).shape == (1, 40)
 
 
-def test_summary_prints_the_audio_quarantine_and_ingestion_exclusion_counts(first_run, capsys):
+def _validate_data(dataset, report_dir) -> dict:
+    """`musicrec validate-data` as a user runs it; its written summary."""
+    result = subprocess.run([sys.executable, "-m", "musicrec.cli", "validate-data", str(dataset), "--report-dir", str(report_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((report_dir / "validation_summary.json").read_text())
+
+
+def test_every_planted_fault_is_counted_alike_by_validate_data_and_the_pipeline(first_run, tiny_dataset, tmp_path, capsys):
+    """Fault injection end to end: validate-data counts each planted fault on top of the pristine dataset's
+    own, and the run's record (AudioFeatures quarantine, ListeningDataGen counts) and printed summary agree."""
     config, outputs, _ = first_run
+    pristine, faulty = _validate_data(tiny_dataset, tmp_path / "pristine"), _validate_data(config.dataset_dir, tmp_path / "faulty")
+    planted_rows = collections.Counter(list(PLANTED_ROW_FAULTS) + ["duplicate"])
+    assert faulty["malformed_rows_by_kind"] == dict(collections.Counter(pristine["malformed_rows_by_kind"]) + planted_rows)
+    assert faulty["changed_values_by_kind"] == dict(collections.Counter(pristine["changed_values_by_kind"])
+                                                    + collections.Counter(PLANTED_VALUE_FAULTS))
+    for kind in PLANTED_UNKNOWN_IDS:
+        assert faulty["unknown_ids"][f"{kind}_rows"] == pristine["unknown_ids"][f"{kind}_rows"] + 1
+    assert faulty["audio"][PLANTED_AUDIO_STATUS] == pristine["audio"][PLANTED_AUDIO_STATUS] + 1
+    assert faulty["audio"]["ok"] == pristine["audio"]["ok"] - 1
+    read = faulty["rows"]["interactions.csv"]
+    assert read["read"] == read["loaded"] + read["malformed"] + read["unknown_user"] + read["unknown_track"]
+
     summary = summarize(config, outputs)
     printed = capsys.readouterr().out
-    quarantine = find_run(config.run_dir, outputs["run_id"]).output("AudioFeatures", "quarantine").custom_properties
-    # The generator plants one track of each unusable kind, one malformed row, one unknown track.
-    for status in ("missing", "unreadable", "empty", "silent", "too_short"):
-        assert quarantine[status].int_value == 1 and summary["data"]["audio"][status] == 1
-        assert f"{status} 1" in printed
-    assert f"{quarantine['extracted'].int_value} tracks with features" in printed
-    exclusions = summary["data"]["ingestion_exclusions"]
-    assert exclusions["malformed_rows"] >= 1 and exclusions["unknown_track_rows"] == 1
-    assert f"malformed_rows {exclusions['malformed_rows']}" in printed and "unknown_track_rows 1" in printed
-    assert "audio_pairs.test" not in exclusions  # a size of what was written, not an exclusion
+    run = find_run(config.run_dir, outputs["run_id"])
+    quarantine = run.output("AudioFeatures", "quarantine").custom_properties
+    for status in AUDIO_STATUSES:
+        assert quarantine[status].int_value == faulty["audio"][status] == summary["data"]["audio"][status], status
+        assert f"{status} {faulty['audio'][status]}" in printed
+    assert quarantine["extracted"].int_value == faulty["audio"]["ok"]
+    assert f"{faulty['audio']['ok']} tracks with features" in printed
+    recorded = {key: value.int_value for key, value in run.output("ListeningDataGen", "audio_pairs").custom_properties.items()}
+    for kind, count in faulty["malformed_rows_by_kind"].items():
+        assert recorded[f"malformed_rows.{kind}"] == count and f"malformed_rows.{kind} {count}" in printed
+    for kind, count in faulty["changed_values_by_kind"].items():
+        assert recorded[f"changed_values.{kind}"] == count and f"changed_values.{kind} {count}" in printed
+    assert recorded["unknown_user_rows"] == faulty["unknown_ids"]["unknown_user_rows"]
+    assert recorded["unknown_track_rows"] == faulty["unknown_ids"]["unknown_track_rows"]
+    assert "audio_pairs.test" not in summary["data"]["ingestion_exclusions"]  # a size of what was written
     assert 0.5 < summary["oracle_auc"] < 1.0  # a dataset generated here keeps its oracle figures
 
 
@@ -242,10 +273,11 @@ def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path)
     schema = run_output(config, outputs, "SchemaGen", "schema") / "schema.pbtxt"
     changed = tmp_path / "data"
     shutil.copytree(config.dataset_dir, changed)
-    with open(changed / "interactions.csv", "a") as log:  # a new event type appears in the log
-        log.write("".join(f"u{i:05d},t{i:05d},2024-06-01T00:00:00Z,share\n" for i in range(1, 40)))
     users = pd.read_csv(changed / "users.csv", dtype=str, keep_default_na=False)
-    users.drop(columns=["country"]).to_csv(changed / "users.csv", index=False)  # and a column goes missing
+    # Drift the contract accepts but the pinned schema does not: a new gender value appears
+    # (the contract takes any text there), and a column goes missing.
+    users.loc[:19, "gender"] = "undisclosed"
+    users.drop(columns=["country"]).to_csv(changed / "users.csv", index=False)
     drifted = dataclasses.replace(config, dataset_dir=str(changed), schema_file=str(schema))
     with pytest.raises(Exception) as raised:
         run_local(drifted)
@@ -253,7 +285,7 @@ def test_an_anomaly_against_the_pinned_schema_stops_the_run(first_run, tmp_path)
     while not isinstance(error, DataAnomaliesError) and error.__cause__ is not None:
         error = error.__cause__
     assert isinstance(error, DataAnomaliesError)
-    assert "event" in str(error) and "share" in str(error)
+    assert "gender" in str(error) and "undisclosed" in str(error)
     assert "country" in str(error)
     states = last_run_states(drifted)
     assert "Transform" not in states or states["Transform"] not in ("COMPLETE", "CACHED")
