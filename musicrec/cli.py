@@ -125,7 +125,7 @@ def cmd_show_eval(args):
     from pipeline.evaluation import find_evaluation, write_report
 
     evaluation = find_evaluation(args.run)
-    print(f"Evaluation {evaluation.path}\n{evaluation.table()}\n{evaluation.decision()}")
+    print(f"Evaluation {evaluation.source()}\n{evaluation.table()}\n{evaluation.decision()}")
     out = write_report(evaluation, args.out or pathlib.Path(args.run) / "evaluation")
     print(f"Plots and an HTML page written to {out} (open {out / 'index.html'})")
 

@@ -145,3 +145,13 @@ def test_genre_eval_subcommand_registers_and_refuses_bad_input_with_status_2(tmp
     assert "mfcc" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(["genre-eval", "--dataset", "x", "--layout", "million-song"])
+
+
+def test_demo_layout_leaves_out_audio_outside_the_dataset_and_counts_it(faulty_tiny_dataset, tiny_dataset):
+    """The genre extractors open paths themselves, so the layout refuses the planted outside path up front."""
+    pristine = load_genre_dataset(tiny_dataset, "demo")
+    faulty = load_genre_dataset(faulty_tiny_dataset, "demo")
+    assert faulty.excluded["tracks whose audio is outside the dataset"] == 1
+    assert pristine.excluded["tracks whose audio is outside the dataset"] == 0
+    assert len(faulty.tracks) == len(pristine.tracks) - 1
+    assert not any(".." in path for path in faulty.tracks["path"])

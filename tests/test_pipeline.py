@@ -23,7 +23,7 @@ from pipeline.config import PipelineConfig
 from pipeline.demo import has_oracle, summarize
 from pipeline.evaluation import find_evaluation, write_report
 from pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
-from pipeline.runs import abandon_interrupted, find_run
+from pipeline.runs import abandon_interrupted, find_run, runs_newest_first
 
 COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
@@ -353,3 +353,17 @@ def test_kubeflow_v2_compile_names_every_component_with_its_container(first_run,
         assert container["image"] == "registry.example/musicrec:1"
         assert container["command"] and container["args"]
     assert any("components.audio_trainer.component.AudioTrainerExecutor" in " ".join(e["container"]["args"]) for e in executors.values())
+
+
+def test_genre_eval_finds_the_audio_encoder_of_the_newest_run_that_trained_one(first_run):
+    """`genre-eval --model RUN_DIR` takes the AudioTrainer model from MLMD, not the highest-numbered folder."""
+    from musicrec.genre.features import find_audio_encoder
+
+    config, _, _ = first_run
+    newest = next(r for r in runs_newest_first(config.run_dir) if r.succeeded("AudioTrainer"))
+    decoy = pathlib.Path(config.pipeline_root) / "AudioTrainer" / "model" / "99999" / "Format-Serving"
+    shutil.copytree(newest.output_path("AudioTrainer", "model") / "Format-Serving", decoy)  # no execution wrote it
+    try:
+        assert find_audio_encoder(config.run_dir) == newest.output_path("AudioTrainer", "model") / "Format-Serving"
+    finally:
+        shutil.rmtree(decoy.parent)

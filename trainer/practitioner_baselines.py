@@ -176,7 +176,7 @@ def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, basel
                             metadata_columns: Sequence[str] = ("genre",)) -> Dict[str, Tuple[str, TrackFeatureTable]]:
     """The track representations of the per-user LR baselines that apply to this dataset.
 
-    `audio_files`: (track_id, path) of every track (`Dataset.audio_files()`);
+    `audio_files`: every track's `AudioFile` (`Dataset.audio_files()`);
     musicnn features are cached per file under `cache_root`, and tracks whose
     audio musicnn cannot use are left out of its table (scored 0.5, counted).
     A metadata column missing from `tracks` is skipped with a log line.
@@ -186,7 +186,10 @@ def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, basel
         from musicrec.genre.features import extract_cached
         from musicrec.genre.musicnn_runner import MusicnnFeatures
 
-        extracted = extract_cached(pd.DataFrame(audio_files, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
+        # The musicnn worker opens paths itself: audio outside the dataset is left out here, so
+        # those tracks score 0.5 and are counted in the baseline's note.
+        inside = [file for file in audio_files if file.inside()]
+        extracted = extract_cached(pd.DataFrame(inside, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
         logging.info("%s %s", musicrec.LOG_TAG, extracted.format())
         features["musicnn"] = ("musicnn MSD max_pool + per-user LR",
                                TrackFeatureTable(extracted.track_ids, extracted.vectors))

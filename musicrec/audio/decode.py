@@ -85,6 +85,15 @@ class AudioFile:
         """`load_audio` of this file inside its roots; `options` as load_audio's."""
         return load_audio(self.path, roots=self.roots, **options)
 
+    def inside(self) -> bool:
+        """Whether the file resolves inside its roots: what a reader that opens paths itself
+        (a worker process, another library) checks first."""
+        try:
+            check_inside(self.path, self.roots)
+        except OutsideDatasetAudioError:
+            return False
+        return True
+
 
 def check_inside(path, roots: Sequence) -> None:
     """Raises OutsideDatasetAudioError unless `path`, symbolic links followed, lies inside one of `roots`."""

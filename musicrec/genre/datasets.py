@@ -28,6 +28,7 @@ import pathlib
 from typing import Callable, Dict, List
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -146,12 +147,15 @@ def demo(root: pathlib.Path, seed: int = 0) -> GenreDataset:
     dataset = load_dataset(root)
     if "genre" not in dataset.tracks.columns:
         raise GenreDatasetError(f"{root}/{dataset.table_files['tracks']} has no genre column")
-    files = pd.DataFrame(dataset.audio_files(), columns=["track_id", "path"])
+    audio = dataset.audio_files()
+    files = pd.DataFrame(audio, columns=["track_id", "path"])
     genre = dataset.tracks["genre"].astype("string").str.strip()
-    labelled = genre.notna() & (genre != "")
-    tracks = files[labelled.to_numpy()].assign(genre=genre[labelled].to_numpy())
+    labelled = (genre.notna() & (genre != "")).to_numpy()
+    inside = np.array([file.inside() for file in audio], dtype=bool)  # the extractors open paths themselves
+    tracks = files[labelled & inside].assign(genre=genre[labelled & inside].to_numpy())
     malformed = sum(row.file == dataset.table_files["tracks"] for row in dataset.malformed)
-    excluded = {"tracks without a genre": int((~labelled).sum()), "malformed rows in the tracks table": malformed}
+    excluded = {"tracks without a genre": int((~labelled).sum()), "malformed rows in the tracks table": malformed,
+                "tracks whose audio is outside the dataset": int((labelled & ~inside).sum())}
     return GenreDataset("demo", root, _with_stratified_split(tracks.reset_index(drop=True), seed), excluded)
 
 

@@ -198,18 +198,20 @@ def _collect(name: str, tracks: pd.DataFrame, results: Dict[str, Result], progre
 # ---- the AE of a trained audio encoder -------------------------------------------------------
 
 def find_audio_encoder(model_dir) -> pathlib.Path:
-    """The audio encoder SavedModel in `model_dir`: a pipeline run folder (its latest AudioTrainer
-    model), the dir itself, its `audio_encoder/`, or the highest numbered version below either
-    (TF Serving's `<base>/<version>/` layout)."""
+    """The audio encoder SavedModel in `model_dir`: a pipeline run folder (the AudioTrainer model
+    of its newest run that trained or reused one, from MLMD), the dir itself, its `audio_encoder/`,
+    or the highest numbered version below either (TF Serving's `<base>/<version>/` layout)."""
     from serving.export import latest_version
     from trainer.audio_module import AUDIO_ENCODER_DIR
 
     model_dir = pathlib.Path(model_dir)
     candidates = [model_dir, model_dir / AUDIO_ENCODER_DIR]
-    trainer_models = model_dir / "pipeline_root" / "AudioTrainer" / "model"
-    runs = sorted((p for p in trainer_models.glob("*") if p.name.isdigit()), key=lambda p: int(p.name))
-    if runs:
-        candidates.insert(0, runs[-1] / "Format-Serving")
+    if (model_dir / "metadata.sqlite").is_file():
+        from pipeline.runs import runs_newest_first
+
+        run = next((r for r in runs_newest_first(model_dir) if r.succeeded("AudioTrainer")), None)
+        if run is not None:
+            candidates.insert(0, run.output_path("AudioTrainer", "model") / "Format-Serving")
     for base in candidates:
         if (base / "saved_model.pb").is_file():
             return base
