@@ -19,6 +19,7 @@ import yaml
 from components.anomalies_gate import DataAnomaliesError
 from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_IDS, PLANTED_VALUE_FAULTS
 from musicrec.audio.decode import AUDIO_STATUSES
+from musicrec.data import contract
 from pipeline.config import PipelineConfig
 from pipeline.demo import has_oracle, summarize
 from pipeline.evaluation import find_evaluation, write_report
@@ -124,7 +125,13 @@ def test_every_planted_fault_is_counted_alike_by_validate_data_and_the_pipeline(
     """Fault injection end to end: validate-data counts each planted fault on top of the pristine dataset's
     own, and the run's record (AudioFeatures quarantine, ListeningDataGen counts) and printed summary agree."""
     config, outputs, _ = first_run
+    # The planted list covers every kind the contract names (a new kind must be planted here too);
+    # "malformed" is only what adapters that name no kind report.
+    assert set(PLANTED_ROW_FAULTS) | {"duplicate", "malformed"} == set(contract.ROW_FAULTS)
+    assert set(PLANTED_VALUE_FAULTS) == set(contract.VALUE_FAULTS) | set(contract.NORMALISED_VALUES)
+    assert set(PLANTED_UNKNOWN_IDS) == set(contract.UNKNOWN_IDS)
     pristine, faulty = _validate_data(tiny_dataset, tmp_path / "pristine"), _validate_data(config.dataset_dir, tmp_path / "faulty")
+    assert all(faulty["audio"][status] >= 1 for status in AUDIO_STATUSES)  # every quarantine reason occurs
     planted_rows = collections.Counter(list(PLANTED_ROW_FAULTS) + ["duplicate"])
     assert faulty["malformed_rows_by_kind"] == dict(collections.Counter(pristine["malformed_rows_by_kind"]) + planted_rows)
     assert faulty["changed_values_by_kind"] == dict(collections.Counter(pristine["changed_values_by_kind"])
