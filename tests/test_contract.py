@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile
 
@@ -331,3 +333,48 @@ def test_a_corrupt_parquet_table_is_a_clear_error(tmp_path, damage):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "interactions.parquet is not a readable Parquet file" in result.stderr
     assert "terminate called" not in result.stderr
+
+
+def test_parquet_bytes_are_utf8_text_and_undecodable_values_cost_their_row(tmp_path):
+    root = write_dataset(tmp_path, USERS, tracks_csv(3), "user_id,track_id,timestamp,event\nu1,t1,1704103200,like\n")
+    (root / "interactions.csv").unlink()
+    pq.write_table(pa.table({
+        # A binary id column, as some exports write text: row 2's bytes are not UTF-8.
+        "user_id": pa.array([b"u1", b"u\xff1", b"u2", b"u1"], pa.binary()),
+        "track_id": ["t1", "t2", "t3", "t\x002"],  # row 4: a NUL inside a string
+        "timestamp": pa.array([1704103200] * 4, pa.int64()),
+        "event": ["like"] * 4,
+    }), root / "interactions.parquet")
+    dataset = load_dataset(root)
+    assert [(m.line, m.kind) for m in dataset.malformed] == [(2, "undecodable"), (4, "undecodable")]
+    assert "b'\\xff'" in dataset.malformed[0].reason and "b'\\x00'" in dataset.malformed[1].reason
+    assert dataset.interactions[["user_id", "track_id"]].values.tolist() == [["u1", "t1"], ["u2", "t3"]]
+    assert dataset.unknown_user_rows == 0 and dataset.rows_read["interactions"] == 4
+
+
+@pytest.mark.parametrize("table_format", ["csv", "parquet"])
+def test_a_log_written_in_milliseconds_is_refused_naming_the_fault(tmp_path, table_format):
+    millis = [1704103200000 + i for i in range(3)]
+    root = write_dataset(tmp_path / "d", USERS, tracks_csv(3), "user_id,track_id,timestamp,event\n" + "".join(
+        f"u1,t{i + 1},{ms},like\n" for i, ms in enumerate(millis)
+    ))
+    if table_format == "parquet":
+        (root / "interactions.csv").unlink()
+        pq.write_table(pa.table({
+            "user_id": ["u1"] * 3, "track_id": ["t1", "t2", "t3"], "timestamp": pa.array(millis, pa.int64()),
+            "event": ["like"] * 3,
+        }), root / "interactions.parquet")
+    result = subprocess.run(
+        [sys.executable, "-m", "musicrec.cli", "validate-data", str(root), "--skip-audio", "--report-dir", str(tmp_path / "r")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    where = "line 2" if table_format == "csv" else "row 1"
+    assert f"3 malformed rows (timestamp_milliseconds 3: {where}: timestamp '1704103200000' looks like milliseconds" in result.stderr
+
+
+def test_a_users_table_with_no_usable_row_says_why(tmp_path):
+    root = write_dataset(tmp_path, "user_id,age\n,30\n,31\n", tracks_csv(1), "user_id,track_id,timestamp,event\nu1,t1,1,like\n")
+    with pytest.raises(DatasetError, match=r"users.csv has no usable rows: 2 rows read; 2 malformed rows "
+                                           r"\(blank_required 2: line 2: user_id is blank\)"):
+        load_dataset(root)
