@@ -99,7 +99,8 @@ def test_ae_features_beat_chance_on_the_demo_genres(tiny_dataset, trained_encode
     result = run_genre_eval(tiny_dataset, "demo", trained_encoder, tmp_path, GenreEvalConfig(feature_sets=("ae",)))
     report = result.report
     # The tiny dataset's five planted faulty files, each quarantined with its own reason.
-    assert report["features"]["ae"]["quarantine"] == {"ok": 96, "missing": 1, "unreadable": 1, "empty": 1, "silent": 1, "too_short": 1}
+    assert report["features"]["ae"]["quarantine"] == {"ok": 96, "missing": 1, "unreadable": 1, "empty": 1, "silent": 1,
+                                                     "too_short": 1, "outside_dataset": 0}
     accuracy, chance = report["accuracy"]["AE"]["test"], report["chance_accuracy"]
     assert len(report["dataset"]["genres"]) == 8
     assert accuracy > max(chance.values()) + 0.25, (accuracy, chance)
