@@ -4,7 +4,9 @@ loaded or reported, each report at its row's true line, and nothing else is lost
 Each example plants rows whose fate is known in advance (a byte that is not UTF-8, a bare
 carriage return, a quote left open, a field too many or too few, a blank required value, a bad
 timestamp, an unknown or re-cased event, a repeated event, an unknown id, an invalid age, a
-quoted line break) in a table written with or without a BOM, with LF or CRLF line ends.
+quoted line break) in a table written with or without a BOM, with LF or CRLF line ends; or in a
+Parquet table whose columns are text, binary, int64 or float64 (whichever holds the values), with
+nulls, a NUL in a value, or bytes that are not UTF-8 in a binary value.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import datetime
+import math
 import pathlib
 from typing import FrozenSet, List, Optional, Tuple
 
@@ -29,6 +32,7 @@ USERS = ("u0", "u1", "u2")
 TRACKS = ("t0", "t1", "t2")
 START = 1_704_067_200  # 2024-01-01T00:00:00Z
 KNOWN_KINDS = {**contract.ROW_FAULTS, **contract.VALUE_FAULTS, **contract.NORMALISED_VALUES}
+SPECS = {spec.name: spec for spec in contract.TABLES}
 LOADED, UNKNOWN_USER, UNKNOWN_TRACK = "loaded", "unknown_user", "unknown_track"
 
 # A byte that is not UTF-8 after ASCII (a stray continuation byte, lead bytes, latin-1 'é' and 'ü'), and NUL.
@@ -40,6 +44,8 @@ BAD_TIMESTAMPS = {
     "1900-01-01T00:00:00Z": "timestamp_out_of_range", "3000-01-01T00:00:00": "timestamp_out_of_range",
     str(START * 1000): "timestamp_milliseconds", "yesterday": "timestamp_unparsable",
 }
+# Corruptions of a CSV line's bytes (Parquet has "undecodable_value" instead).
+BYTE_CORRUPTIONS = ["undecodable", "carriage_return", "open_quote", "field_count"]
 PROPERTY_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -47,7 +53,8 @@ PROPERTY_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_che
 class Planted:
     """One written row and what must become of it."""
 
-    fields: List[Optional[str]]  # None: null in Parquet, blank in CSV
+    # None: null in Parquet, blank in CSV. Bytes that are not UTF-8 are surrogate escapes (Parquet only).
+    fields: List[Optional[str]]
     # Malformed kinds it may be reported under; empty when it is well-formed and its fate
     # (loaded, duplicate, unknown id) follows from the rows before it.
     faults: FrozenSet[str] = frozenset()
@@ -81,15 +88,16 @@ def timestamp_text(seconds: int, iso: bool) -> str:
 def interaction_rows(draw, byte_level: bool) -> List[Planted]:
     """Rows of interactions, each clean, a repeat of an earlier clean one, or corrupted one way."""
     corruptions = ["clean", "repeat", "recased", "blank", "timestamp", "unknown_event"]
-    if byte_level:
-        corruptions += ["undecodable", "carriage_return", "open_quote", "field_count"]
+    corruptions += BYTE_CORRUPTIONS if byte_level else ["undecodable_value"]
     rows: List[Planted] = []
     clean: List[Tuple[str, str, int, str]] = []
+    # Half the Parquet logs write no ISO time, so that an int64 or float64 timestamp column can hold them.
+    iso_styles = [False] if not byte_level and draw(st.booleans()) else [False, True]
     for _ in range(draw(st.integers(1, 25))):
         corruption = draw(st.sampled_from(corruptions))
         event = draw(st.sampled_from(clean)) if corruption == "repeat" and clean else draw(events())
         user, track, seconds, kind = event
-        fields = [user, track, timestamp_text(seconds, draw(st.booleans())), kind]
+        fields = [user, track, timestamp_text(seconds, draw(st.sampled_from(iso_styles))), kind]
         planted = Planted(fields, key=(user, track, seconds, kind))
         if corruption in ("clean", "repeat"):
             clean.append(event)
@@ -115,18 +123,34 @@ def corrupt(draw, corruption: str, planted: Planted) -> Planted:
     if corruption == "unknown_event":
         fields[3] = "teleport"
         return Planted(fields, frozenset({"event_unknown"}))
+    if corruption == "undecodable_value":  # Parquet: a NUL, or bytes that are not UTF-8 (forcing a binary column)
+        column = draw(st.integers(0, len(fields) - 1))
+        text = fields[column] or ""
+        at = draw(st.integers(0, len(text)))
+        fields[column] = text[:at] + draw(st.sampled_from(UNDECODABLE_BYTES)).decode("utf-8", "surrogateescape") + text[at:]
+        return Planted(fields, frozenset({"undecodable"}))
     if corruption == "undecodable":
         at = draw(st.integers(0, len(line)))
         return Planted(fields, frozenset({"undecodable"}), line[:at] + draw(st.sampled_from(UNDECODABLE_BYTES)) + line[at:])
     if corruption == "carriage_return":  # anywhere but at the end, where it would be a CRLF line end
         at = draw(st.integers(0, len(line) - 1))
-        return Planted(fields, frozenset({"unparsable_csv"}), line[:at] + b"\r" + line[at:])
+        raw = line[:at] + b"\r" + line[at:]
+        return Planted(fields, frozenset({"unparsable_csv" if decodes(raw) else "undecodable"}), raw)
     if corruption == "open_quote":
         # Runs across the following lines (unparsable), or to the end of the file on the last row (one field).
         return Planted(fields, frozenset({"unparsable_csv", "field_count"}), b'"' + line)
     assert corruption == "field_count"
     raw = line + b",extra" if draw(st.booleans()) else line.rsplit(b",", 1)[0]
     return Planted(fields, frozenset({"field_count"}), raw)
+
+
+def decodes(raw: bytes) -> bool:
+    """Whether the bytes are UTF-8 text (a byte planted inside a character, as in 'ü', splits it)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def expected_fates(rows: List[Planted], fate_of_new_key=lambda key: LOADED) -> List[str]:
@@ -164,17 +188,67 @@ def write_csv(path: pathlib.Path, header: List[str], rows: List[Planted], crlf: 
     return lines
 
 
-def write_parquet(path: pathlib.Path, header: List[str], rows: List[Planted]) -> List[int]:
-    columns = {name: pa.array([row.fields[i] for row in rows], pa.string()) for i, name in enumerate(header)}
+# Arrow type -> how a field's text is written in a column of that type (None: null).
+PARQUET_VALUES = {
+    pa.string(): lambda text: text,
+    pa.binary(): lambda text: text.encode("utf-8", "surrogateescape"),
+    pa.int64(): int,
+    pa.float64(): float,
+}
+
+
+def parquet_types(draw, spec: contract.TableSpec, header: List[str], rows: List[Planted]) -> List[pa.DataType]:
+    """Per column, a type that holds every value: binary for any column, text unless a value holds
+    bytes that are not UTF-8, int64 / float64 for a timestamp or integer column whose values convert."""
+    types = []
+    for i, name in enumerate(header):
+        values = [row.fields[i] for row in rows if row.fields[i]]
+        numeric = column_of(spec, name).kind in (contract.TIMESTAMP, contract.INT)
+        candidates = [t for t, write in PARQUET_VALUES.items() if (numeric or t in (pa.string(), pa.binary())) and converts(write, values)]
+        types.append(draw(st.sampled_from(candidates)))
+    return types
+
+
+def column_of(spec: contract.TableSpec, name: str) -> contract.Column:
+    return spec.column(name) or contract.Column(name, contract.STRING, required=False)  # an extra column
+
+
+def converts(write, values: List[str]) -> bool:
+    try:
+        pa.array([write(v) for v in values])
+    except (ValueError, UnicodeEncodeError, pa.ArrowException):
+        return False
+    return True
+
+
+def write_parquet(path: pathlib.Path, header: List[str], rows: List[Planted], types: List[pa.DataType], spec) -> List[int]:
+    columns = {}
+    for i, (name, arrow_type) in enumerate(zip(header, types)):
+        write = PARQUET_VALUES[arrow_type]
+        columns[name] = pa.array([write(row.fields[i]) if row.fields[i] else None for row in rows], arrow_type)
+        for row in rows:
+            if arrow_type == pa.float64() and row.fields[i] and math.isnan(float(row.fields[i])):
+                read_as_null(row, i, column_of(spec, name).required)
     pq.write_table(pa.table(columns), path)
     return list(range(1, len(rows) + 1))
 
 
+def read_as_null(row: Planted, column: int, required: bool) -> None:
+    """A NaN in a float64 column is a null, which the loader reads as blank: required, the row is
+    malformed as blank; optional (an age), the value is missing, not an invalid age."""
+    row.fields[column] = None
+    if required:  # a row holds one planted fault: this one (a NaN timestamp)
+        row.faults = frozenset({"blank_required"})
+    else:
+        row.change = None
+
+
 def write_table(folder: pathlib.Path, name: str, header: List[str], rows: List[Planted], layout) -> List[int]:
+    """`layout`: (CRLF, BOM) for CSV, or the Parquet column types."""
     for stale in folder.glob(f"{name}.*"):
         stale.unlink()
-    if layout == "parquet":
-        return write_parquet(folder / f"{name}.parquet", header, rows)
+    if isinstance(layout, list):
+        return write_parquet(folder / f"{name}.parquet", header, rows, layout, SPECS[name])
     crlf, bom = layout
     return write_csv(folder / f"{name}.csv", header, rows, crlf, bom)
 
@@ -191,9 +265,10 @@ CSV_LAYOUTS = st.tuples(st.booleans(), st.booleans())  # (CRLF line ends, a BOM)
 
 def draw_table(data, folder: pathlib.Path, name: str, header: List[str], rows_strategy, table_format: str):
     """Draws rows (byte-level corruptions in CSV only) and writes them as table `name` (CSV with or
-    without a BOM, LF or CRLF line ends; or Parquet). Returns the rows and each row's first line."""
+    without a BOM, LF or CRLF line ends; or Parquet with typed columns). Returns the rows and each
+    row's first line."""
     rows = data.draw(rows_strategy(byte_level=table_format == "csv"))
-    layout = data.draw(CSV_LAYOUTS) if table_format == "csv" else "parquet"
+    layout = data.draw(CSV_LAYOUTS) if table_format == "csv" else parquet_types(data.draw, SPECS[name], header, rows)
     return rows, write_table(folder, name, header, rows, layout)
 
 
@@ -255,7 +330,7 @@ AGES = {
 
 @st.composite
 def user_rows(draw, byte_level: bool) -> List[Planted]:
-    corruptions = ["clean", "blank"] + (["undecodable", "open_quote", "field_count"] if byte_level else [])
+    corruptions = ["clean", "blank"] + (["undecodable", "open_quote", "field_count"] if byte_level else ["undecodable_value"])
     rows = []
     for _ in range(draw(st.integers(1, 15))):
         user = draw(st.sampled_from(["u0", "u1", "u2", "u3"]))
