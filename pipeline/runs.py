@@ -35,6 +35,7 @@ ACTIVE = (Execution.NEW, Execution.RUNNING)
 ABANDONED_PROPERTY = "abandoned"  # why an execution was marked CANCELED after an interrupted run
 # TFX keeps an execution's scratch folders under <pipeline_root>/<component>/.system/.
 SYSTEM_DIR = ".system"
+STATEFUL_DIR = "stateful_working_dir"
 STATEFUL_DIR_PROPERTY = "__stateful_working_dir_index__"
 
 
@@ -178,11 +179,26 @@ def _remove_partial_folders(store, component_dir: pathlib.Path, execution: metad
     system = component_dir / SYSTEM_DIR
     candidates = [output / str(execution.id) for output in component_dir.glob("*") if output.name != SYSTEM_DIR]
     candidates.append(system / "executor_execution" / str(execution.id))
-    if STATEFUL_DIR_PROPERTY in execution.custom_properties:
-        candidates.append(system / "stateful_working_dir" / execution.custom_properties[STATEFUL_DIR_PROPERTY].string_value)
+    candidates.extend(_stateful_folders(store, system / STATEFUL_DIR, execution))
     removed = []
     for folder in sorted(candidates):
         if folder.is_dir() and not store.get_artifacts_by_uri(str(folder)):
             shutil.rmtree(folder)
             removed.append(str(folder))
     return removed
+
+
+def _stateful_folders(store, stateful_root: pathlib.Path, execution: metadata_store_pb2.Execution) -> List[pathlib.Path]:
+    """The stateful working folder(s) of an execution. Where the execution records its folder's
+    name, that one. TFX 1.16's LocalDagRunner records none (its launcher names the folder by a
+    fresh uuid and deletes it once the execution succeeds), so then: the folders no other
+    execution records that were made after this execution was registered. Runs of a run folder
+    are sequential, so none of those belongs to a live or complete execution; a folder from
+    before (a failed execution's, which TFX keeps) is left alone."""
+    if STATEFUL_DIR_PROPERTY in execution.custom_properties:
+        return [stateful_root / execution.custom_properties[STATEFUL_DIR_PROPERTY].string_value]
+    recorded = {e.custom_properties[STATEFUL_DIR_PROPERTY].string_value
+                for e in store.get_executions() if STATEFUL_DIR_PROPERTY in e.custom_properties}
+    started_s = execution.create_time_since_epoch / 1000
+    return [folder for folder in stateful_root.glob("*")
+            if folder.name not in recorded and folder.stat().st_mtime >= started_s]

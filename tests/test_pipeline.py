@@ -4,6 +4,7 @@ interrupted runs, anomalies, Kubeflow."""
 import collections
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -239,8 +240,14 @@ def _leave_an_interrupted_execution(config, component: str):
     """What SIGINT/SIGTERM in the middle of a component leaves: the execution TFX's launcher
     registered RUNNING (the same call, in a run of its own) and output folders half written."""
     from tfx.orchestration import metadata
-    from tfx.orchestration.portable import execution_publish_utils
+    from tfx.orchestration.portable import execution_publish_utils, outputs_utils
     from tfx.orchestration.portable.mlmd import context_lib
+
+    # A stateful folder of an earlier execution (a failed one's, kept by TFX) is not the interrupted one's.
+    earlier = config.pipeline_root / component / ".system" / "stateful_working_dir" / "earlier-execution"
+    earlier.mkdir(parents=True)
+    made = earlier.stat().st_mtime - 3600  # an hour before the interrupted execution started
+    os.utime(earlier, (made, made))
 
     with metadata.Metadata(metadata.sqlite_metadata_connection_config(str(config.metadata_path))) as m:
         previous = find_run(config.run_dir).execution(component)
@@ -255,7 +262,10 @@ def _leave_an_interrupted_execution(config, component: str):
     for folder in partial:
         folder.mkdir(parents=True)
         (folder / "part-00000").write_text("half written")
-    return execution.id, partial
+    # TFX 1.16's launcher names the stateful working folder by a fresh uuid it records nowhere.
+    stateful = pathlib.Path(outputs_utils.get_stateful_working_directory(str(node_dir), execution))
+    (stateful / "part-00000").write_text("half written")
+    return execution.id, partial + [stateful]
 
 
 def test_the_next_run_marks_an_interrupted_execution_and_removes_its_partial_folders(first_run, capsys):
@@ -267,6 +277,7 @@ def test_the_next_run_marks_an_interrupted_execution_and_removes_its_partial_fol
     execution = store.get_executions_by_id([execution_id])[0]
     assert execution.last_known_state == execution.CANCELED and "interrupted" in execution.custom_properties["abandoned"].string_value
     assert not any(folder.exists() for folder in partial)
+    assert (config.pipeline_root / "Evaluator" / ".system" / "stateful_working_dir" / "earlier-execution").is_dir()
     assert outputs["interrupted"] == [{"component": "Evaluator", "execution_id": execution_id, "run_id": "interrupted-run",
                                        "removed": sorted(str(folder) for folder in partial)}]
     summarize(config, outputs)
