@@ -19,9 +19,9 @@ loaded + rows reported (`musicrec validate-data` prints this sum per table):
 * not loaded, reported with file, line and a fault kind (`Dataset.malformed`):
   see `ROW_FAULTS`. Rows that repeat an earlier row's key (users: user_id,
   tracks: track_id, interactions: the whole event, after parsing, so an ISO
-  time and the same time in unix seconds match) are duplicates: the first is
-  kept. An unknown event type ("teleport") is a malformed row, not drift: it
-  never reaches the models or TFDV;
+  time and the same time in unix seconds match, as do "Like" and "like") are
+  duplicates: the first is kept. An unknown event type ("teleport") is a
+  malformed row, not drift: it never reaches the models or TFDV;
 * interactions naming a user or track absent from the other tables (counted
   as unknown user, or else as unknown track, with examples).
 
@@ -30,7 +30,10 @@ that are not UTF-8 cost exactly the row that holds them. A quoted value may
 span lines only in an extra column (one the contract does not name); a quote
 that runs across lines anywhere else is an unbalanced quote: its first line is
 reported and reading resumes on the next line, so it cannot swallow the rows
-after it. Parquet rows are numbered from 1.
+after it. Parquet rows are numbered from 1; a binary column is read as UTF-8
+text, and a row with a value that does not decode, or with a NUL, is
+undecodable. Values are stripped of surrounding whitespace; an empty CSV line
+is not a row.
 
 Timestamps are ISO-8601 times or unix *seconds* between 1970-01-01 and
 2100-01-01 (`TIMESTAMP_RANGE`). A number beyond that range which would be in
@@ -70,7 +73,7 @@ AGE_RANGE = (0, 120)
 # Fault kinds: how a row or value that breaks the contract is counted. The
 # validation summary counts each; `MalformedRow.kind` / `ChangedValue.kind` hold them.
 ROW_FAULTS: Dict[str, str] = {  # the row is not loaded
-    "undecodable": "the line holds bytes that are not UTF-8 text (an invalid sequence, or a NUL byte)",
+    "undecodable": "the line (Parquet: a value) holds bytes that are not UTF-8 text (an invalid sequence, or a NUL byte)",
     "unparsable_csv": "the csv module cannot parse the record (a bare carriage return, a quote that runs across lines)",
     "field_count": "more or fewer fields than the header",
     "blank_required": "a required value is blank",
