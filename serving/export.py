@@ -11,13 +11,21 @@ folder per version):
   batching_parameters.txt             for `tensorflow_model_server --enable_batching`
 
 Every version folder carries `assets.extra/tf_serving_warmup_requests`.
+
+Version folders appear whole: each model is written into a temporary sibling,
+`.tmp-<version>-<pid>` (TF Serving only loads all-digit folder names), and
+renamed to its version number once written. A push interrupted before that
+leaves only the temporary folder, which the next export (and the next
+pipeline run) removes and reports.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import pathlib
 import shutil
-from typing import Dict
+from typing import Dict, List
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
@@ -31,6 +39,7 @@ MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)
 MODELS_CONFIG = "models.config"
 BATCHING_PARAMETERS = "batching_parameters.txt"
 CONTAINER_BASE_PATH = "/models"
+STAGING_PREFIX = ".tmp-"  # a version folder being written: .tmp-<version>-<pid>
 # TF Serving's BatchingParameters (text proto; its message is not in the tensorflow-serving-api
 # wheel, so it is written out here). Padding lets requests of different audio lengths share a
 # batch; the graphs ignore what lies past each row's `num_samples`.
@@ -96,21 +105,52 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     if users.vectors.shape[1] != audio_dim:
         raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
 
-    save_model(AudioEmbedder(encoder, context_frames), dirs[graphs.AUDIO_EMBEDDER])
+    remove_interrupted_exports(base)
+    staging = {name: path.with_name(f"{STAGING_PREFIX}{path.name}-{os.getpid()}") for name, path in dirs.items()}
+    save_model(AudioEmbedder(encoder, context_frames), staging[graphs.AUDIO_EMBEDDER])
     recommender = ColdStartRecommender(encoder, context_frames, users, max_k)
-    save_model(recommender, dirs[graphs.RECOMMENDER])
+    save_model(recommender, staging[graphs.RECOMMENDER])
     # The user tower already holds its vocabulary lookups and normalisation; it is
     # copied as exported (byte for byte) and only gains warm-up requests.
-    shutil.copytree(str(user_tower_dir), str(dirs[graphs.USER_EMBEDDER]))
+    shutil.copytree(str(user_tower_dir), str(staging[graphs.USER_EMBEDDER]))
 
     tower = tf.saved_model.load(str(user_tower_dir)).signatures[graphs.EMBED_USER]
     audio = warmup.warmup_waveform(context_frames)
-    warmup.write(dirs[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
-    warmup.write(dirs[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
-    warmup.write(dirs[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
+    warmup.write(staging[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
+    warmup.write(staging[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
+    warmup.write(staging[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
+    for name in MODEL_NAMES:
+        os.rename(staging[name], dirs[name])  # atomic: TF Serving never sees a half-written version
     write_models_config(base / MODELS_CONFIG, container_base_path)
     (base / BATCHING_PARAMETERS).write_text(BATCHING_TEXT)
     return dirs
+
+
+def remove_interrupted_exports(base_path) -> List[pathlib.Path]:
+    """Deletes the temporary version folders an interrupted export left under `base_path` (those of
+    this process, which exports one version at a time, or of a process no longer running) and
+    logs each; returns them. Another live process's export in progress is left alone."""
+    leftovers = [p for name in MODEL_NAMES for p in sorted((pathlib.Path(base_path) / name).glob(f"{STAGING_PREFIX}*"))
+                 if not _exporting_elsewhere(p)]
+    for leftover in leftovers:
+        shutil.rmtree(leftover)
+        logging.warning("%s removed %s, left by an interrupted push (never served: not a version number)",
+                        musicrec.LOG_TAG, leftover)
+    return leftovers
+
+
+def _exporting_elsewhere(staging_dir: pathlib.Path) -> bool:
+    """Whether the process named in a `.tmp-<version>-<pid>` folder is another one, still running."""
+    pid = staging_dir.name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
 
 
 def save_model(module, path: pathlib.Path) -> None:

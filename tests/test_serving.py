@@ -254,6 +254,36 @@ def test_models_config_batching_parameters_and_versions(served, tmp_path):
                               served.out / "missing.parquet", served.base, 3, CONTEXT)
 
 
+def test_an_interrupted_export_leaves_no_version_and_the_next_export_cleans_up(served, tmp_path, monkeypatch, caplog):
+    """A push stopped after part of its files are written (here: after the first warm-up file) must
+    not leave a numbered folder TF Serving would serve; the next export removes the leftover."""
+    from serving import export
+
+    args = (served.out / "audio_branch" / "audio_encoder", served.dirs[graphs.USER_EMBEDDER],
+            served.out / "user_branch" / "model" / USER_EMBEDDINGS_FILE, tmp_path)
+    real_write = warmup.write
+
+    def write_then_stop(*write_args):
+        real_write(*write_args)
+        raise KeyboardInterrupt  # SIGINT mid-push
+
+    monkeypatch.setattr(export.warmup, "write", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        export_serving_models(*args, export.next_version(tmp_path), CONTEXT)
+    left = sorted(p for name in MODEL_NAMES for p in (tmp_path / name).iterdir())
+    assert left and all(p.name.startswith(export.STAGING_PREFIX) for p in left)
+    assert export.next_version(tmp_path) == 1
+    with pytest.raises(FileNotFoundError, match="no SavedModel versions"):
+        export.latest_version(tmp_path / graphs.AUDIO_EMBEDDER)
+
+    monkeypatch.setattr(export.warmup, "write", real_write)
+    dirs = export_serving_models(*args, export.next_version(tmp_path), CONTEXT)
+    assert sorted(p for name in MODEL_NAMES for p in (tmp_path / name).iterdir()) == sorted(dirs.values())
+    assert all(export.latest_version(path.parent) == path and (path / "assets.extra" / "tf_serving_warmup_requests").is_file()
+               for path in dirs.values())
+    assert all(f"removed {p}, left by an interrupted push" in caplog.text for p in left)
+
+
 @pytest.fixture(scope="module")
 def server(served):
     running = dev_server.serve(served.repository, rest_port=0, grpc_port=0)
