@@ -95,7 +95,6 @@ class PerUserLogistic:
         self.features, self.cs, self.seed = features, tuple(cs), seed
         self.models: Dict[str, object] = {}
         self.fallback = None
-        self.fallback_users = 0
 
     def fit(self, train: pd.DataFrame) -> "PerUserLogistic":
         train = self._with_features(train)
@@ -117,13 +116,15 @@ class PerUserLogistic:
         has_features = rows >= 0
         scores = np.full(len(pairs), 0.5)
         users = pairs["user_id"].to_numpy()
-        personal = np.array([u in self.models for u in users], dtype=bool)
-        self.fallback_users = int(pd.unique(users[~personal]).size)
         x = self.features.vectors[np.where(has_features, rows, 0)]
         for user, index in pd.Series(np.arange(len(pairs))).groupby(users).indices.items():
             model = self.models.get(user, self.fallback)
             scores[index] = model.predict_proba(x[index])[:, 1]
         return np.where(has_features, scores, 0.5)
+
+    def fallback_users(self, pairs: pd.DataFrame) -> int:
+        """Users among `pairs` without a model of their own (scored by the global model)."""
+        return len(set(pairs["user_id"]) - set(self.models))
 
     def _with_features(self, frame: pd.DataFrame) -> pd.DataFrame:
         return frame[self.features.rows(frame["track_id"]) >= 0].reset_index(drop=True)
@@ -143,10 +144,9 @@ def practitioner_baselines(train: pd.DataFrame, test: pd.DataFrame,
     results = [_popularity(train, test)] if popularity else []
     for name, (description, features) in track_features.items():
         model = PerUserLogistic(features).fit(train)
-        scores = model.score(test)
+        scores, fallback = model.score(test), model.fallback_users(test)
         missing = int((features.rows(test["track_id"]) < 0).sum())
-        note = (f"{model.fallback_users} users scored by the global model (too few training pairs of a label)"
-                if model.fallback_users else "")
+        note = f"{fallback} users scored by the global model (too few training pairs of a label)" if fallback else ""
         if missing:
             note = "; ".join(filter(None, [note, f"{missing} test pairs without features scored 0.5"]))
         results.append(BaselineResult(name, description, pair_auc(test, scores), note))

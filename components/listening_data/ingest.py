@@ -29,7 +29,6 @@ counts in MLMD custom properties and in `ingestion_report.json`.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import pathlib
@@ -40,7 +39,7 @@ import pandas as pd
 
 from musicrec.data import tf_examples
 from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, user_queries
-from musicrec.data.contract import FeedbackConfig
+from musicrec.data.contract import FeedbackConfig, count_by_kind
 from musicrec.data.loading import Dataset
 from musicrec.data.user_examples import ExampleConfig, build_user_examples, demographic_columns
 
@@ -119,15 +118,11 @@ def _dataset_counts(dataset: Dataset) -> Dict[str, int]:
         "tracks": len(dataset.tracks),
         "interactions": len(dataset.interactions),
         "malformed_rows": len(dataset.malformed),
-        **{f"malformed_rows.{kind}": n for kind, n in _by_kind(dataset.malformed).items()},
-        **{f"changed_values.{kind}": n for kind, n in _by_kind(dataset.changed_values).items()},
+        **{f"malformed_rows.{kind}": n for kind, n in count_by_kind(r.kind for r in dataset.malformed).items()},
+        **{f"changed_values.{kind}": n for kind, n in count_by_kind(r.kind for r in dataset.changed_values).items()},
         "unknown_user_rows": int(dataset.unknown_user_rows),
         "unknown_track_rows": int(dataset.unknown_track_rows),
     }
-
-
-def _by_kind(reports) -> Dict[str, int]:
-    return dict(sorted(collections.Counter(report.kind for report in reports).items()))
 
 
 def _concat(*parts: Columns) -> Columns:

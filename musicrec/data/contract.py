@@ -52,8 +52,9 @@ lives in `musicrec.data.loading`, checking in `musicrec.data.validation`.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 EVENT_TYPES: Tuple[str, ...] = ("play", "complete", "skip", "like", "dislike", "playlist_add")
 
@@ -97,6 +98,11 @@ UNKNOWN_IDS: Dict[str, str] = {  # the interaction is not loaded; counted with e
     "unknown_user": "names a user absent from the users table",
     "unknown_track": "names a known user but a track absent from the tracks table",
 }
+
+
+def count_by_kind(kinds: Iterable[str]) -> Dict[str, int]:
+    """Fault kind -> how many reports have it, sorted by kind: what every report prints and records."""
+    return {kind: int(n) for kind, n in sorted(collections.Counter(kinds).items())}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,9 +73,9 @@ class ValidationReport:
             "excluded_users": len(self.excluded_users),
             "rows": self.rows,
             "malformed_rows": len(self.malformed_rows),
-            "malformed_rows_by_kind": _by_kind(self.malformed_rows),
+            "malformed_rows_by_kind": contract.count_by_kind(self.malformed_rows["kind"]),
             "changed_values": len(self.changed_values),
-            "changed_values_by_kind": _by_kind(self.changed_values),
+            "changed_values_by_kind": contract.count_by_kind(self.changed_values["kind"]),
             "missing_values": self.missing_values,
             "unknown_ids": self.unknown_ids,
             "audio": self.audio_counts if self.audio is not None else "not checked",
@@ -208,12 +208,8 @@ def _reports_frame(reports) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in reports], columns=["file", "line", "reason", "kind"])
 
 
-def _by_kind(reports: pd.DataFrame) -> Dict[str, int]:
-    return {kind: int(n) for kind, n in sorted(reports["kind"].value_counts().items())}
-
-
 def _listed(title: str, reports: pd.DataFrame, file_name: str, limit: int = 10) -> List[str]:
-    kinds = ", ".join(f"{k} {n}" for k, n in _by_kind(reports).items())
+    kinds = ", ".join(f"{k} {n}" for k, n in contract.count_by_kind(reports["kind"]).items())
     lines = [f"  {title}: {len(reports)}" + (f" ({kinds})" if kinds else "")]
     lines += [f"    {r.file}:{r.line}: {r.reason}" for r in reports.head(limit).itertuples()]
     if len(reports) > limit:
