@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
-from trainer.audio_input import Cropper, LogMelStore, training_examples, triplet_dataset
+from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
+from musicrec.trainer.audio_input import Cropper, LogMelStore, training_examples, triplet_dataset
 
 
 def synthetic_inputs(tracks: int, users: int, seed: int = 0):

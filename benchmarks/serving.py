@@ -1,9 +1,9 @@
 """Benchmark: the cold-start question (top-100 users for one new track) and the audio embedder's latency.
 
 One run, one thread, side by side for N = 10k, 100k and 2M user embeddings
-(40-d, clustered synthetic UEs, `serving.scann_index.clustered_vectors`):
+(40-d, clustered synthetic UEs, `musicrec.serving.scann_index.clustered_vectors`):
 
-  brute force (TF)     the exported recommender's own graph code (`serving.graphs.UserIndex`:
+  brute force (TF)     the exported recommender's own graph code (`musicrec.serving.graphs.UserIndex`:
                        matmul + blocked exact top-k), one query at a time
   brute force (numpy)  matvec + argpartition, the textbook reference
   ScaNN                tree + anisotropic hashing + re-ranking, in-process, with recall@100
@@ -49,8 +49,8 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
 from musicrec.audio.logmel import DEFAULT  # noqa: E402
-from serving import graphs, warmup  # noqa: E402
-from serving.scann_index import ScannUserIndex, clustered_vectors, recall_at_k  # noqa: E402
+from musicrec.serving import graphs, warmup  # noqa: E402
+from musicrec.serving.scann_index import ScannUserIndex, clustered_vectors, recall_at_k  # noqa: E402
 
 K = 100
 SIZES = (10_000, 100_000, 2_000_000)
@@ -108,12 +108,12 @@ def bench_size(n: int, queries_count: int, seed: int) -> dict:
 def audio_embedder(models_dir):
     """The pushed audio_embedder's signature, or one exported here from an untrained encoder."""
     if models_dir:
-        from serving.export import latest_version
+        from musicrec.serving.export import latest_version
 
         return tf.saved_model.load(str(latest_version(pathlib.Path(models_dir) / graphs.AUDIO_EMBEDDER)))
-    from serving.export import AudioEmbedder, save_model
-    from trainer.audio_branch import AudioBranchConfig, build_audio_encoder
-    from trainer.audio_module import export_audio_encoder
+    from musicrec.serving.export import AudioEmbedder, save_model
+    from musicrec.trainer.audio_branch import AudioBranchConfig, build_audio_encoder
+    from musicrec.trainer.audio_module import export_audio_encoder
 
     config = AudioBranchConfig()
     out = pathlib.Path(tempfile.mkdtemp(prefix="serving_bench_"))

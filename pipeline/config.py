@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from musicrec.data.contract import FeedbackConfig
-from pipeline.runs import METADATA_FILE
-from trainer.audio_branch import VARIANTS
+from musicrec.pipeline.runs import METADATA_FILE
+from musicrec.trainer.audio_branch import VARIANTS
 
 BASELINES = ("dcue", "latest_blessed", "none")
 

@@ -23,10 +23,10 @@ from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.simulation.generator import GENERATOR_VERSION, generate_demo, is_generated
 from musicrec.simulation.oracle import GROUND_TRUTH_DIR, GroundTruth, oracle_auc, preference_auc
-from pipeline.config import PipelineConfig
-from pipeline.evaluation import run_evaluation, write_report
-from pipeline.runner import Served, run_local
-from pipeline.runs import AbandonedExecution, PipelineRun, find_run
+from musicrec.pipeline.config import PipelineConfig
+from musicrec.pipeline.evaluation import run_evaluation, write_report
+from musicrec.pipeline.runner import Served, run_local
+from musicrec.pipeline.runs import AbandonedExecution, PipelineRun, find_run
 
 DEMO_CONFIG = pathlib.Path(__file__).parent / "configs" / "demo.yaml"
 MANIFEST_FILE = "params.json"  # what generate-demo writes into ground_truth/

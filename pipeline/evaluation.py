@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 import tensorflow_model_analysis as tfma
 
-from pipeline.runs import METADATA_FILE, PipelineRun, RunRecordError, runs_newest_first
+from musicrec.pipeline.runs import METADATA_FILE, PipelineRun, RunRecordError, runs_newest_first
 
 EVALUATOR = "Evaluator"
 COLUMNS = ("example_count", "auc", "precision", "recall", "binary_accuracy", "calibration", "mean_label", "mean_prediction")

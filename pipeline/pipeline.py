@@ -22,21 +22,21 @@ import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import LatestBlessedModelStrategy
 
-from components.anomalies_gate import AnomaliesGate
-from components.audio_features.component import AudioFeatures
-from components.audio_trainer.component import AudioTrainer
-from components.listening_data.component import ListeningDataGen
-from components.listening_data.ingest import IngestionConfig
-from components.serving_pusher.component import ServingPusher
+from musicrec.components.anomalies_gate import AnomaliesGate
+from musicrec.components.audio_features.component import AudioFeatures
+from musicrec.components.audio_trainer.component import AudioTrainer
+from musicrec.components.listening_data.component import ListeningDataGen
+from musicrec.components.listening_data.ingest import IngestionConfig
+from musicrec.components.serving_pusher.component import ServingPusher
 from musicrec.data.adapters import PLAIN
 from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import TABLES
-from pipeline.config import PipelineConfig, code_fingerprint, fingerprint
-from trainer.audio_module import SCORE_EXAMPLES_SIGNATURE
+from musicrec.pipeline.config import PipelineConfig, code_fingerprint, fingerprint
+from musicrec.names import SCORE_EXAMPLES_SIGNATURE
 
-USER_RUN_FN = "trainer.user_module.run_fn"
-AUDIO_RUN_FN = "trainer.audio_module.run_fn"
-PREPROCESSING_FN = "trainer.user_transform.preprocessing_fn"
+USER_RUN_FN = "musicrec.trainer.user_module.run_fn"
+AUDIO_RUN_FN = "musicrec.trainer.audio_module.run_fn"
+PREPROCESSING_FN = "musicrec.trainer.user_transform.preprocessing_fn"
 BASELINE_VARIANT = "dcue_1vs1"
 
 

@@ -12,10 +12,10 @@ from tfx import v1 as tfx
 from tfx.orchestration import metadata
 
 import musicrec
-from components.serving_pusher.component import push_serving_models
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
-from pipeline.runs import Event, PipelineRun, abandon_interrupted, find_run
+from musicrec.components.serving_pusher.component import push_serving_models
+from musicrec.pipeline.config import PipelineConfig
+from musicrec.pipeline.pipeline import create_pipeline
+from musicrec.pipeline.runs import Event, PipelineRun, abandon_interrupted, find_run
 
 PUSHER = "ServingPusher"
 SERVED_VERSION = "served_version"  # pusher execution properties: what the run serves
@@ -73,7 +73,7 @@ def make_served(run: PipelineRun, serving_base_path) -> Served:
     """Makes the model the run pushed the newest version under the serving base path (TF Serving's
     default version policy serves the newest), pushing it again when a cached push is not, and
     records the served version on the run's pusher execution (`served_version`, `repushed_from_version`)."""
-    from serving.export import next_version
+    from musicrec.serving.export import next_version
 
     pushed = run.output(PUSHER, "pushed_model")
     if not pushed.custom_properties["pushed"].int_value:

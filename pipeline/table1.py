@@ -19,18 +19,18 @@ import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
 
-from components.audio_features.transforms import extract_features
+from musicrec.components.audio_features.transforms import extract_features
 from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
-from trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
-from trainer.audio_input import LogMelStore
-from trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
-from trainer.practitioner_baselines import BASELINES, baseline_track_features, format_baselines, practitioner_baselines
-from trainer.user_branch import UserBranchConfig
-from trainer.user_export import USER_TOWER_DIR
-from trainer.user_module import run_on_dataset
+from musicrec.trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
+from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
+from musicrec.trainer.practitioner_baselines import BASELINES, baseline_track_features, format_baselines, practitioner_baselines
+from musicrec.trainer.user_branch import UserBranchConfig
+from musicrec.names import USER_TOWER_DIR
+from musicrec.trainer.user_module import run_on_dataset
 
 # (variant, context seconds) rows of the paper's Table 1 (a) and (b).
 TABLE1_ROWS: Tuple[Tuple[str, float], ...] = tuple((v, 3.0) for v in PAPER_NAMES) + (

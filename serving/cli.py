@@ -14,7 +14,7 @@ import json
 import sys
 import time
 
-from serving import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODELS_DIR
+from musicrec.serving import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MODELS_DIR
 
 SERVE_DEV_HELP = ("development stand-in for TF Serving (REST :predict/status/metadata + gRPC PredictionService) over "
                   "the pushed models; NOT a replacement for TF Serving: no batching, reloading or monitoring")
@@ -37,7 +37,7 @@ def _serving_call(fn):
 
     def run(args):
         from musicrec.audio.decode import AudioError
-        from serving.repository import ServingError
+        from musicrec.serving.repository import ServingError
 
         try:
             return fn(args)
@@ -53,7 +53,7 @@ def _serving_call(fn):
 
 def cmd_export_serving(args):
     from musicrec.audio.logmel import DEFAULT
-    from serving.export import export_serving_models, next_version
+    from musicrec.serving.export import export_serving_models, next_version
 
     version = args.version or next_version(args.out)
     dirs = export_serving_models(
@@ -65,18 +65,18 @@ def cmd_export_serving(args):
 
 
 def cmd_embed_track(args):
-    from serving.client import connect, embed_track
+    from musicrec.serving.client import connect, embed_track
 
     embedding = embed_track(connect(args.server, args.models), args.file)
     print(json.dumps({"file": args.file, "audio_embedding": [round(float(v), 6) for v in embedding]}))
 
 
 def cmd_recommend_users(args):
-    from serving.client import connect, embed_track, recommend_users
+    from musicrec.serving.client import connect, embed_track, recommend_users
 
     client = connect(args.server, args.models)
     if args.scann_index:
-        from serving.scann_index import ScannUserIndex
+        from musicrec.serving.scann_index import ScannUserIndex
 
         users = ScannUserIndex.load(args.scann_index).recommend(embed_track(client, args.file), args.top)
     else:
@@ -93,8 +93,8 @@ def cmd_recommend_users(args):
 
 
 def cmd_serve_dev(args):
-    from serving.dev_server import STAND_IN_NOTICE, serve
-    from serving.repository import ModelRepository
+    from musicrec.serving.dev_server import STAND_IN_NOTICE, serve
+    from musicrec.serving.repository import ModelRepository
 
     repository = ModelRepository(args.models)
     server = serve(repository, args.host, args.rest_port, args.grpc_port, args.max_request_bytes)
@@ -110,7 +110,7 @@ def cmd_serve_dev(args):
 
 
 def cmd_build_scann_index(args):
-    from serving.scann_index import ScannUserIndex, recommender_table
+    from musicrec.serving.scann_index import ScannUserIndex, recommender_table
 
     user_ids, vectors = recommender_table(args.models)
     path = ScannUserIndex.build(user_ids, vectors, k=args.top).save(args.out)

@@ -29,8 +29,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 
 from musicrec.audio.decode import load_audio
-from serving import DEFAULT_MODELS_DIR, graphs, rest, warmup
-from serving.repository import ModelRepository, ServingError, readable
+from musicrec.serving import DEFAULT_MODELS_DIR, graphs, rest, warmup
+from musicrec.serving.repository import ModelRepository, ServingError, readable
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # 30 s of float32 audio is 2.6 MB; leave room for batches
 

@@ -38,8 +38,8 @@ import grpc
 from google.protobuf import json_format
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-from serving import DEFAULT_MAX_REQUEST_BYTES, rest
-from serving.repository import ModelRepository, ServingError
+from musicrec.serving import DEFAULT_MAX_REQUEST_BYTES, rest
+from musicrec.serving.repository import ModelRepository, ServingError
 
 STAND_IN_NOTICE = ("development stand-in for TF Serving, NOT a replacement: no batching, no model reloading, "
                    "no monitoring; serve production traffic with the tensorflow/serving image")

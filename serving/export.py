@@ -32,8 +32,9 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving import graphs, warmup
-from trainer.audio_module import EMBED_LOG_MEL_SIGNATURE, UserVectors
+from musicrec.serving import graphs, warmup
+from musicrec.trainer.audio_module import UserVectors
+from musicrec.names import EMBED_LOG_MEL_SIGNATURE
 
 MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)
 MODELS_CONFIG = "models.config"

@@ -3,7 +3,7 @@
 Audio goes through the training front end (`musicrec.audio.logmel`, tf.signal)
 and the trained encoder, so serving features cannot drift from training ones.
 A track-level AE is the mean of the encoder's AEs of the back-to-back
-context-length segments of the first 30 s, as `trainer.audio_module.track_embeddings`.
+context-length segments of the first 30 s, as `musicrec.trainer.audio_module.track_embeddings`.
 
 Bad requests fail inside the graph with `tf.debugging` assertions, so the real
 TF Serving answers them with the same clear INVALID_ARGUMENT messages as the
@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
+from musicrec.names import EMBED_USER_SIGNATURE
 
 # Model and signature names: the public interface of the exported models.
 AUDIO_EMBEDDER = "audio_embedder"
@@ -28,7 +29,7 @@ EMBED_WAV = "embed_wav"
 RECOMMEND_WAVEFORM = "recommend_users"
 RECOMMEND_WAV = "recommend_users_wav"
 RECOMMEND_EMBEDDING = "recommend_users_for_embedding"
-EMBED_USER = "embed_user"  # the user tower's own signature, kept as exported by the user branch
+EMBED_USER = EMBED_USER_SIGNATURE  # the user tower's own signature, kept as exported by the user branch
 SERVING_DEFAULT = "serving_default"
 
 # Candidate blocks of the exact top-k (see `exact_top_k`).
@@ -78,7 +79,7 @@ class TrackEmbedding:
 
     def segment_counts(self, num_samples: tf.Tensor) -> tf.Tensor:
         """Back-to-back segments in each row's first 30 s; the graph form of
-        `trainer.audio_input.segment_offsets` (a test checks they agree)."""
+        `musicrec.trainer.audio_input.segment_offsets` (a test checks they agree)."""
         frames = tf.minimum(1 + num_samples // self.config.hop_length, self.config.max_frames)
         return tf.maximum((frames - 1) // (self.context_frames - 1), 1)
 

@@ -1,7 +1,7 @@
 """Exported serving models loaded in this process, answering TF Serving's requests as TF Serving does.
 
 One home for in-process serving: the development server (`serving.dev_server`)
-and the no-server client (`serving.client.LocalClient`) both call
+and the no-server client (`musicrec.serving.client.LocalClient`) both call
 `ModelRepository`. Requests and responses are TF Serving's own protos
 (PredictRequest, GetModelStatusResponse, GetModelMetadataResponse), and
 errors carry TF Serving's status codes, so a client cannot tell the
@@ -22,8 +22,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
-from serving import graphs, warmup
-from serving.export import MODEL_NAMES, latest_version
+from musicrec.serving import graphs, warmup
+from musicrec.serving.export import MODEL_NAMES, latest_version
 
 # gRPC status code name -> HTTP status of TF Serving's REST API.
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "NOT_FOUND": 404,

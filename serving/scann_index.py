@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from serving.graphs import normalised
+from musicrec.serving.graphs import normalised
 
 USER_IDS_FILE = "user_ids.npy"
 
@@ -107,8 +107,8 @@ def recommender_table(models_dir) -> Tuple[np.ndarray, np.ndarray]:
     """(user ids, normalised UEs) baked into the latest pushed cold_start_recommender, read from its checkpoint."""
     import tensorflow as tf
 
-    from serving.export import latest_version
-    from serving.graphs import RECOMMENDER
+    from musicrec.serving.export import latest_version
+    from musicrec.names import RECOMMENDER
 
     reader = tf.train.load_checkpoint(str(latest_version(pathlib.Path(models_dir) / RECOMMENDER) / "variables" / "variables"))
     value = lambda name: reader.get_tensor(f"index/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa: E731

@@ -56,7 +56,7 @@ def tracks_csv(n: int) -> str:
 @pytest.fixture(scope="session")
 def tiny_features_dir(tiny_dataset, tmp_path_factory) -> pathlib.Path:
     """The tiny dataset's log-mel TFRecords, extracted by the Beam transform (DirectRunner, in process)."""
-    from components.audio_features.transforms import extract_features
+    from musicrec.components.audio_features.transforms import extract_features
     from musicrec.data.loading import load_dataset
 
     dataset = load_dataset(tiny_dataset)
@@ -68,7 +68,7 @@ def tiny_features_dir(tiny_dataset, tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def tiny_log_mels(tiny_features_dir):
-    from trainer.audio_input import LogMelStore
+    from musicrec.trainer.audio_input import LogMelStore
 
     return LogMelStore.from_tfrecords([str(tiny_features_dir / "log_mel-*")])
 
@@ -76,8 +76,8 @@ def tiny_log_mels(tiny_features_dir):
 @pytest.fixture(scope="session")
 def tiny_user_branch(tiny_dataset, tmp_path_factory) -> pathlib.Path:
     """`musicrec user-branch` output on the tiny dataset (short training): model/user_tower, UE table, report."""
-    from trainer.user_branch import UserBranchConfig
-    from trainer.user_module import run_on_dataset
+    from musicrec.trainer.user_branch import UserBranchConfig
+    from musicrec.trainer.user_module import run_on_dataset
 
     out = tmp_path_factory.mktemp("tiny_user_branch")
     run_on_dataset(tiny_dataset, out, UserBranchConfig(epochs=10))
@@ -87,8 +87,8 @@ def tiny_user_branch(tiny_dataset, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_user_vectors(tiny_user_branch):
     """The tiny dataset's UE table (every user, full history)."""
-    from trainer.audio_module import UserVectors
-    from trainer.user_export import USER_EMBEDDINGS_FILE
+    from musicrec.trainer.audio_module import UserVectors
+    from musicrec.names import USER_EMBEDDINGS_FILE
 
     return UserVectors.from_parquet(tiny_user_branch / "model" / USER_EMBEDDINGS_FILE)
 

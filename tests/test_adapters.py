@@ -5,7 +5,7 @@ import textwrap
 import pytest
 import soundfile
 
-from components.listening_data.ingest import IngestionConfig, ingest
+from musicrec.components.listening_data.ingest import IngestionConfig, ingest
 from conftest import tone, write_dataset
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.contract import FeedbackConfig

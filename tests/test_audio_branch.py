@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs
 from musicrec.data.loading import load_dataset
-from trainer.audio_branch import (
+from musicrec.trainer.audio_branch import (
     VARIANTS,
     AudioBranchConfig,
     SiameseAudioModel,
@@ -18,11 +18,11 @@ from trainer.audio_branch import (
     learning_rate,
     softmax_loss,
 )
-from trainer.audio_input import Cropper, LogMelStore, segment_offsets
+from musicrec.trainer.audio_input import Cropper, LogMelStore, segment_offsets
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.user_examples import history_examples
-from trainer.audio_module import UserVectors, accuracy_threshold, evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
-from trainer.user_export import USER_TOWER_DIR
+from musicrec.trainer.audio_module import UserVectors, accuracy_threshold, evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
+from musicrec.names import USER_TOWER_DIR
 
 
 def test_cosine_and_losses_match_hand_computed_values():

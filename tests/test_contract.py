@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from components.audio_features.transforms import extract_features
+from musicrec.components.audio_features.transforms import extract_features
 from conftest import feedback_rows, tone, tracks_csv, write_dataset
 from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data.contract import FeedbackConfig

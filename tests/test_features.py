@@ -4,7 +4,7 @@
 import numpy as np
 import tensorflow as tf
 
-from components.audio_features.transforms import extract_features
+from musicrec.components.audio_features.transforms import extract_features
 from musicrec.audio import decode
 from musicrec.audio.logmel import log_mel_spectrogram
 from musicrec.audio.records import encode_example, parse_example

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from musicrec.genre.datasets import GenreDatasetError, gtzan_split_lists, load_genre_dataset
-from trainer.genre import GenreClassifierConfig, genre_classifier
+from musicrec.genre.classifier import GenreClassifierConfig, genre_classifier
 
 GTZAN_GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
@@ -130,7 +130,7 @@ def test_classifier_keeps_fewer_components_when_data_is_small():
 def test_genre_eval_subcommand_registers_and_refuses_bad_input_with_status_2(tmp_path, capsys):
     import argparse
 
-    from musicrec.genre.cli import register
+    from musicrec.cli.genre import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

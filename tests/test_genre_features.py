@@ -20,10 +20,11 @@ import soundfile
 from musicrec.audio.decode import MissingAudioError
 from musicrec.data.audio_pairs import build_audio_pairs
 from musicrec.data.loading import load_dataset
-from musicrec.genre.features import AudioEncoderFeatures, FeatureCache, extract_cached, find_audio_encoder
-from musicrec.genre.table2 import GenreEvalConfig, run_genre_eval
-from trainer.audio_branch import AudioBranchConfig
-from trainer.audio_module import export_audio_encoder, train_audio_branch
+from musicrec.genre.features import FeatureCache, extract_cached
+from musicrec.pipeline.audio_encoder_features import AudioEncoderFeatures, find_audio_encoder
+from musicrec.pipeline.table2 import GenreEvalConfig, run_genre_eval
+from musicrec.trainer.audio_branch import AudioBranchConfig
+from musicrec.trainer.audio_module import export_audio_encoder, train_audio_branch
 
 
 @pytest.fixture(scope="module")

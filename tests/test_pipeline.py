@@ -17,15 +17,15 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 import yaml
 
-from components.anomalies_gate import DataAnomaliesError
+from musicrec.components.anomalies_gate import DataAnomaliesError
 from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_IDS, PLANTED_VALUE_FAULTS
 from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data import contract
-from pipeline.config import PipelineConfig
-from pipeline.demo import has_oracle, summarize
-from pipeline.evaluation import find_evaluation, write_report
-from pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
-from pipeline.runs import abandon_interrupted, find_run, runs_newest_first
+from musicrec.pipeline.config import PipelineConfig
+from musicrec.pipeline.demo import has_oracle, summarize
+from musicrec.pipeline.evaluation import find_evaluation, write_report
+from musicrec.pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
+from musicrec.pipeline.runs import abandon_interrupted, find_run, runs_newest_first
 
 COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
@@ -180,13 +180,13 @@ def test_no_oracle_figures_for_a_dataset_with_a_ground_truth_folder_of_its_own(f
 
 
 def test_an_interrupted_command_prints_one_line(monkeypatch, tmp_path, capsys):
-    import pipeline.runner
+    import musicrec.pipeline.runner
     from musicrec import cli
 
     def interrupted(config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.runner, "run_local", interrupted)
+    monkeypatch.setattr(musicrec.pipeline.runner, "run_local", interrupted)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run")}))
     assert cli.main(["run", "--config", str(tmp_path / "config.yaml")]) == 130
     error = capsys.readouterr().err.strip()
@@ -370,12 +370,12 @@ def test_kubeflow_v2_compile_names_every_component_with_its_container(first_run,
         container = executor["container"]
         assert container["image"] == "registry.example/musicrec:1"
         assert container["command"] and container["args"]
-    assert any("components.audio_trainer.component.AudioTrainerExecutor" in " ".join(e["container"]["args"]) for e in executors.values())
+    assert any("musicrec.components.audio_trainer.component.AudioTrainerExecutor" in " ".join(e["container"]["args"]) for e in executors.values())
 
 
 def test_genre_eval_finds_the_audio_encoder_of_the_newest_run_that_trained_one(first_run):
     """`genre-eval --model RUN_DIR` takes the AudioTrainer model from MLMD, not the highest-numbered folder."""
-    from musicrec.genre.features import find_audio_encoder
+    from musicrec.pipeline.audio_encoder_features import find_audio_encoder
 
     config, _, _ = first_run
     newest = next(r for r in runs_newest_first(config.run_dir) if r.succeeded("AudioTrainer"))

@@ -8,8 +8,8 @@ from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.genres import STYLE_DIMENSIONS
 from musicrec.simulation.oracle import GroundTruth
-from trainer.pair_metrics import pair_auc
-from trainer.practitioner_baselines import (
+from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.trainer.practitioner_baselines import (
     PerUserLogistic, TrackFeatureTable, format_baselines, one_hot, popularity_scores, practitioner_baselines,
 )
 

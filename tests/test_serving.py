@@ -18,21 +18,22 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
-from components.listening_data.ingest import ingest, write_examples
+from musicrec.components.listening_data.ingest import ingest, write_examples
 from musicrec.audio.decode import load_audio
 from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
 from musicrec.data.audio_pairs import build_audio_pairs
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import branch_data_from_examples, build_user_examples, read_user_examples
-from serving import cli, client, dev_server, graphs, warmup
-from serving.export import BATCHING_PARAMETERS, MODEL_NAMES, MODELS_CONFIG, export_serving_models
-from serving.repository import ModelRepository, ServingError
-from serving.scann_index import recommender_table
-from trainer import user_module
-from trainer.audio_branch import AudioBranchConfig
-from trainer.audio_input import segment_offsets
-from trainer.audio_module import export_audio_encoder, train_audio_branch
-from trainer.user_export import USER_EMBEDDINGS_FILE, USER_TOWER_DIR, read_embeddings, table_queries
+from musicrec.serving import cli, client, dev_server, graphs, warmup
+from musicrec.serving.export import BATCHING_PARAMETERS, MODEL_NAMES, MODELS_CONFIG, export_serving_models
+from musicrec.serving.repository import ModelRepository, ServingError
+from musicrec.serving.scann_index import recommender_table
+from musicrec.trainer import user_module
+from musicrec.trainer.audio_branch import AudioBranchConfig
+from musicrec.trainer.audio_input import segment_offsets
+from musicrec.trainer.audio_module import export_audio_encoder, train_audio_branch
+from musicrec.trainer.user_export import read_embeddings, table_queries
+from musicrec.names import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 
 CONTEXT = 130  # 3 s
 _BUILT = {}  # pytest session (its base temp folder) -> the served models; test_serving_fuzz serves the same ones
@@ -257,7 +258,7 @@ def test_models_config_batching_parameters_and_versions(served, tmp_path):
 def test_an_interrupted_export_leaves_no_version_and_the_next_export_cleans_up(served, tmp_path, monkeypatch, caplog):
     """A push stopped after part of its files are written (here: after the first warm-up file) must
     not leave a numbered folder TF Serving would serve; the next export removes the leftover."""
-    from serving import export
+    from musicrec.serving import export
 
     args = (served.out / "audio_branch" / "audio_encoder", served.dirs[graphs.USER_EMBEDDER],
             served.out / "user_branch" / "model" / USER_EMBEDDINGS_FILE, tmp_path)

@@ -5,7 +5,7 @@ import pathlib
 import tensorflow as tf
 import yaml
 
-from serving.export import BATCHING_PARAMETERS, CONTAINER_BASE_PATH, MODELS_CONFIG
+from musicrec.serving.export import BATCHING_PARAMETERS, CONTAINER_BASE_PATH, MODELS_CONFIG
 
 SERVING = pathlib.Path(__file__).resolve().parent.parent / "serving"
 EXPECTED_ARGS = {f"--model_config_file={CONTAINER_BASE_PATH}/{MODELS_CONFIG}", "--enable_batching=true",

@@ -24,7 +24,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving import dev_server, graphs, warmup
+from musicrec.serving import dev_server, graphs, warmup
 from test_serving import served  # noqa: F401  (the fixture: test_serving's models, built once per session)
 
 HOST = "127.0.0.1"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.graphs import UserIndex, exact_top_k, normalised
-from serving.scann_index import ScannUserIndex, clustered_vectors, recall_at_k
+from musicrec.serving.graphs import UserIndex, exact_top_k, normalised
+from musicrec.serving.scann_index import ScannUserIndex, clustered_vectors, recall_at_k
 
 
 @pytest.mark.parametrize("n, k", [(5, 5), (127, 3), (128, 128), (1000, 1), (3001, 100), (20000, 1000)])

@@ -3,7 +3,7 @@
 import json
 
 from musicrec.data.loading import load_dataset
-from pipeline.table1 import Table1Config, format_table1, reproduce_table1, table1_checks
+from musicrec.pipeline.table1 import Table1Config, format_table1, reproduce_table1, table1_checks
 
 
 def test_reproduce_table1_writes_the_papers_table(tiny_dataset, tiny_features_dir, tiny_user_branch, tmp_path):

@@ -11,9 +11,9 @@ from sklearn.metrics import roc_auc_score
 from musicrec.data.audio_pairs import build_audio_pairs, user_queries, write_pair_examples
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import build_user_examples, write_user_examples
-from trainer import audio_module, user_module
+from musicrec.trainer import audio_module, user_module
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
-from trainer.user_export import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE
+from musicrec.names import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE
 
 
 def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):

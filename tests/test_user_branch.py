@@ -20,8 +20,8 @@ from musicrec.data.user_examples import (
     read_user_examples,
     write_user_examples,
 )
-from trainer.retrieval_eval import popularity_metrics, model_metrics
-from trainer.user_branch import (
+from musicrec.trainer.retrieval_eval import popularity_metrics, model_metrics
+from musicrec.trainer.user_branch import (
     MaskedMean,
     UserBranchConfig,
     retrieval_loss,
@@ -29,7 +29,7 @@ from trainer.user_branch import (
     split_validation,
     train_user_branch,
 )
-from trainer.user_export import (
+from musicrec.trainer.user_export import (
     EMBED_USER_SIGNATURE,
     RECOMMEND_SIGNATURE,
     USER_EMBEDDINGS_FILE,

@@ -28,10 +28,12 @@ from sklearn.metrics import precision_score, roc_auc_score
 from musicrec.data.audio_pairs import AudioPairs, SplitConfig, build_audio_pairs, read_pair_examples, user_queries
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.user_examples import UserExamples, read_user_examples
-from trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
-from trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
-from trainer.pair_metrics import pair_auc
-from trainer.user_export import EMBED_USER_SIGNATURE, USER_TOWER_DIR, read_embeddings
+from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
+from musicrec.trainer.audio_input import Cropper, LogMelStore, binary_dataset, track_segments, training_examples, triplet_dataset
+from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.trainer.user_export import read_embeddings
+from musicrec.names import EMBED_USER_SIGNATURE, USER_TOWER_DIR
+from musicrec.names import AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE, SCORE_EXAMPLES_SIGNATURE
 
 
 @dataclasses.dataclass
@@ -253,12 +255,8 @@ def accuracy_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((sorted_scores[best - 1] + sorted_scores[best]) / 2)
 
 
-AUDIO_ENCODER_DIR = "audio_encoder"
-EMBED_LOG_MEL_SIGNATURE = "embed_log_mel"
-SCORE_EXAMPLES_SIGNATURE = "score_examples"
 REPORT_FILE = "audio_branch_report.json"
 # Written next to the SavedModel's assets: what the pusher and readers need to know.
-MODEL_INFO_FILE = "assets.extra/musicrec_model.json"
 
 
 class PairScorer(tf.Module):

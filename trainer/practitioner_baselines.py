@@ -38,7 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import musicrec
-from trainer.pair_metrics import PairAUC, pair_auc
+from musicrec.trainer.pair_metrics import PairAUC, pair_auc
 
 # Inverse regularisation strengths tried per user (wide: from near-constant to nearly unregularised).
 DEFAULT_CS: Tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)

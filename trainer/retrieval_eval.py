@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
-from trainer.ranking import queries, ranking_metrics
-from trainer.user_branch import TrainedUserBranch, UserBranchConfig, Vocabularies, train_user_branch
+from musicrec.trainer.ranking import queries, ranking_metrics
+from musicrec.trainer.user_branch import TrainedUserBranch, UserBranchConfig, Vocabularies, train_user_branch
 
 
 def model_metrics(trained: TrainedUserBranch, data: UserBranchData, targets: Optional[UserExamples] = None) -> Dict[str, float]:

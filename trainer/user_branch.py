@@ -33,7 +33,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from musicrec.data.user_examples import HISTORY_FEATURES, PAD, UserBranchData, UserExamples
-from trainer.ranking import queries, ranking_metrics
+from musicrec.trainer.ranking import queries, ranking_metrics
 
 EMBEDDING_DIM = 40
 

@@ -27,14 +27,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData, UserExamples
-from trainer.user_branch import TrainedUserBranch
+from musicrec.trainer.user_branch import TrainedUserBranch
+from musicrec.names import EMBED_USER_SIGNATURE, RECOMMEND_SIGNATURE, RETRIEVAL_DIR, TRACK_EMBEDDINGS_FILE, USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 
-USER_TOWER_DIR = "user_tower"
-RETRIEVAL_DIR = "retrieval"
-USER_EMBEDDINGS_FILE = "user_embeddings.parquet"
-TRACK_EMBEDDINGS_FILE = "track_embeddings.parquet"
-EMBED_USER_SIGNATURE = "embed_user"
-RECOMMEND_SIGNATURE = "recommend_tracks"
 
 
 def input_signature(trained: TrainedUserBranch, history_length: int) -> Dict[str, tf.TensorSpec]:

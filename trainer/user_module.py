@@ -26,9 +26,9 @@ from musicrec.data.user_examples import (
     build_user_examples,
     read_user_examples,
 )
-from trainer.retrieval_eval import evaluate_user_branch
-from trainer.user_branch import UserBranchConfig, Vocabularies
-from trainer.user_export import export_user_branch
+from musicrec.trainer.retrieval_eval import evaluate_user_branch
+from musicrec.trainer.user_branch import UserBranchConfig, Vocabularies
+from musicrec.trainer.user_export import export_user_branch
 
 REPORT_FILE = "user_branch_report.json"
 
@@ -61,7 +61,7 @@ def run_fn(fn_args) -> None:
     if fn_args.transform_graph_path:
         import tensorflow_transform as tft
 
-        from trainer.user_transform import vocabularies_from_transform
+        from musicrec.trainer.user_transform import vocabularies_from_transform
 
         vocab = vocabularies_from_transform(tft.TFTransformOutput(fn_args.transform_graph_path), data)
     train_evaluate_export(data, config, fn_args.serving_model_dir, fn_args.model_run_dir, vocab)

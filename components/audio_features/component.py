@@ -19,8 +19,8 @@ from tfx.dsl.component.experimental.annotations import BeamComponentParameter, O
 from tfx.dsl.component.experimental.decorators import component
 
 import musicrec
-from components.artifacts import AudioQuarantine, LogMelFeatures
-from components.audio_features import transforms
+from musicrec.components.artifacts import AudioQuarantine, LogMelFeatures
+from musicrec.components.audio_features import transforms
 from musicrec.audio import decode
 from musicrec.data.adapters import load_with_adapter
 

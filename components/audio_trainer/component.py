@@ -5,7 +5,7 @@ inputs would otherwise travel as file paths in `custom_config`. Here they are
 artifacts: `log_mel_features` (the audio feature component's output) and
 `base_model` (the user-branch Trainer's model, whose user tower embeds the
 users). The executor adds their locations to `custom_config` before calling
-the `run_fn`, which is `trainer.audio_module.run_fn`.
+the `run_fn`, which is `musicrec.trainer.audio_module.run_fn`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tfx.types import Channel, artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
 from tfx.types.component_spec import ChannelParameter
 
-from components.artifacts import LogMelFeatures
+from musicrec.components.artifacts import LogMelFeatures
 
 LOG_MEL_FEATURES_KEY = "log_mel_features"
 # Split of the audio pair examples holding each user's query (history outside evaluated pairs).

@@ -19,12 +19,12 @@ from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import Examples
 
 import musicrec
-from components.artifacts import LogMelFeatures
-from components.audio_features.transforms import read_index
-from components.listening_data.ingest import REPORT_FILE, IngestionConfig, ingest, write_examples
+from musicrec.components.artifacts import LogMelFeatures
+from musicrec.components.audio_features.transforms import read_index
+from musicrec.components.listening_data.ingest import REPORT_FILE, IngestionConfig, ingest, write_examples
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.validation import validate_dataset
-from trainer.audio_branch import AudioBranchConfig
+from musicrec.trainer.audio_branch import AudioBranchConfig
 
 
 @component

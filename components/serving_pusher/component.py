@@ -2,7 +2,7 @@
 
 TFX's Pusher copies one trained model directory to `<base>/<version>/`. The
 serving side needs three models composed from both Trainers' outputs
-(`serving.export.export_serving_models`: audio_embedder, user_embedder,
+(`musicrec.serving.export.export_serving_models`: audio_embedder, user_embedder,
 cold_start_recommender, plus models.config and batching parameters), so this
 component does the composition and then writes the same `PushedModel`
 artifact, with the same custom properties, that TFX's Pusher writes.
@@ -24,8 +24,8 @@ from tfx.types.standard_artifacts import Model, ModelBlessing, PushedModel
 from tfx.utils import path_utils
 
 import musicrec
-from trainer.audio_module import MODEL_INFO_FILE
-from trainer.user_export import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
+from musicrec.names import MODEL_INFO_FILE
+from musicrec.names import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 
 
 @component
@@ -55,7 +55,7 @@ def ServingPusher(
 def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_path: str) -> Tuple[int, Dict[str, pathlib.Path]]:
     """Exports the serving models composed from the two Trainers' Model artifacts as the next
     version under `serving_base_path`; returns (version, {model name: version folder})."""
-    from serving.export import export_serving_models, next_version
+    from musicrec.serving.export import export_serving_models, next_version
 
     audio_dir = pathlib.Path(path_utils.serving_model_path(audio_model_uri))
     user_dir = pathlib.Path(path_utils.serving_model_path(user_model_uri))

@@ -10,7 +10,7 @@ import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 
 def register(subparsers) -> None:
     from musicrec.genre.datasets import LAYOUTS
-    from musicrec.genre.table2 import FEATURE_SETS
+    from musicrec.pipeline.table2 import FEATURE_SETS
 
     parser = subparsers.add_parser(
         "genre-eval",
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 def cmd_genre_eval(args) -> int:
     from musicrec.genre.datasets import GenreDatasetError
     from musicrec.genre.musicnn_runner import MusicnnError
-    from musicrec.genre.table2 import GenreEvalConfig, run_genre_eval
+    from musicrec.pipeline.table2 import GenreEvalConfig, run_genre_eval
 
     out = pathlib.Path(args.out or pathlib.Path("reports") / "genre-eval" / pathlib.Path(args.dataset).resolve().name)
     try:

@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from musicrec.genre.datasets import GenreDataset, load_genre_dataset
-from musicrec.genre.features import AudioEncoderFeatures, TrackFeatures, describe, extract_cached
-from trainer.genre import (
+from musicrec.genre.features import TrackFeatures, describe, extract_cached
+from musicrec.pipeline.audio_encoder_features import AudioEncoderFeatures
+from musicrec.genre.classifier import (
     GenreClassifierConfig,
     chance_accuracy,
     evaluate_feature_set,

@@ -55,7 +55,7 @@ def cmd_validate_data(args):
 
 
 def cmd_extract_features(args):
-    from components.audio_features.transforms import extract_features
+    from musicrec.components.audio_features.transforms import extract_features
     from musicrec.data.loading import load_dataset
 
     dataset = load_dataset(args.dataset)
@@ -66,8 +66,8 @@ def cmd_extract_features(args):
 
 
 def cmd_user_branch(args):
-    from trainer.user_branch import UserBranchConfig
-    from trainer.user_module import run_on_dataset
+    from musicrec.trainer.user_branch import UserBranchConfig
+    from musicrec.trainer.user_module import run_on_dataset
 
     config = UserBranchConfig() if args.epochs is None else UserBranchConfig(epochs=args.epochs)
     result = run_on_dataset(args.dataset, args.out, config, _feedback_config(args))
@@ -76,7 +76,7 @@ def cmd_user_branch(args):
 
 
 def cmd_reproduce_table1(args):
-    from pipeline.table1 import Table1Config, format_table1, reproduce_table1
+    from musicrec.pipeline.table1 import Table1Config, format_table1, reproduce_table1
 
     config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or None, protocol=args.protocol,
                           early_stopping_patience=args.early_stopping_patience, lr_schedule=args.lr_schedule)
@@ -86,7 +86,7 @@ def cmd_reproduce_table1(args):
 
 
 def _pipeline_config(args):
-    from pipeline.config import PipelineConfig
+    from musicrec.pipeline.config import PipelineConfig
 
     config = PipelineConfig.from_yaml(args.config)
     overrides = {key: value for key, value in (("dataset_dir", args.dataset), ("run_dir", args.run_dir)) if value}
@@ -101,28 +101,28 @@ def _add_pipeline_args(parser, default_config=None):
 
 
 def cmd_demo(args):
-    from pipeline.demo import run_demo
+    from musicrec.pipeline.demo import run_demo
 
     run_demo(_pipeline_config(args), size=args.size, seed=args.seed)
 
 
 def cmd_run(args):
-    from pipeline.demo import summarize
-    from pipeline.runner import run_local
+    from musicrec.pipeline.demo import summarize
+    from musicrec.pipeline.runner import run_local
 
     config = _pipeline_config(args)
     summarize(config, run_local(config))
 
 
 def cmd_compile(args):
-    from pipeline.runner import compile_kubeflow
+    from musicrec.pipeline.runner import compile_kubeflow
 
     path = compile_kubeflow(_pipeline_config(args), args.out)
     print(f"Kubeflow V2 pipeline spec written to {path} (submit it to Kubeflow Pipelines or Vertex AI Pipelines)")
 
 
 def cmd_show_eval(args):
-    from pipeline.evaluation import find_evaluation, write_report
+    from musicrec.pipeline.evaluation import find_evaluation, write_report
 
     evaluation = find_evaluation(args.run)
     print(f"Evaluation {evaluation.source()}\n{evaluation.table()}\n{evaluation.decision()}")
@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="where to write the plots and HTML (default RUN/evaluation)")
     p.set_defaults(func=cmd_show_eval)
 
-    from musicrec.genre.cli import register as register_genre_eval
-    from serving.cli import register as register_serving
+    from musicrec.cli.genre import register as register_genre_eval
+    from musicrec.serving.cli import register as register_serving
 
     register_serving(sub)  # export-serving, embed-track, recommend-users, serve-dev, build-scann-index
     register_genre_eval(sub)  # genre-eval
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     from musicrec.data.loading import DatasetError
-    from pipeline.runs import RunRecordError
+    from musicrec.pipeline.runs import RunRecordError
 
     try:
         return args.func(args) or 0
@@ -287,6 +287,3 @@ def main(argv=None) -> int:
         print(f"Interrupted: musicrec {args.command} stopped", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
