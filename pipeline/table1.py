@@ -28,7 +28,7 @@ from musicrec.trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
 from musicrec.trainer.practitioner_baselines import BASELINES, baseline_track_features, format_baselines, practitioner_baselines
-from musicrec.trainer.user_branch import UserBranchConfig
+from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.names import USER_TOWER_DIR
 from musicrec.trainer.user_module import run_on_dataset
 
@@ -42,6 +42,18 @@ PAPER_TABLE1 = {  # (precision, AUC) as published
     ("basic_binary", 10.0): (0.696, 0.762), ("dcue_1vs1", 10.0): (0.644, 0.697), ("metric_1vs1", 10.0): (0.717, 0.788),
     ("metric_1vs4", 10.0): (0.701, 0.792),
 }
+
+
+def parse_rows(text: str) -> Tuple[Tuple[str, float], ...]:
+    """"metric_1vs4,dcue_1vs1@10" -> (("metric_1vs4", 3.0), ("dcue_1vs1", 10.0)): variants at 3 s unless given."""
+    rows = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, seconds = item.partition("@")
+        AudioBranchConfig.variant(name)  # an unknown name fails here, with the known ones
+        rows.append((name, float(seconds) if seconds else 3.0))
+    if not rows:
+        raise ValueError("no variant given")
+    return tuple(rows)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +86,8 @@ def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=
 
 
 def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config(), feedback: FeedbackConfig = FeedbackConfig(),
-                     features_dir=None, user_branch_dir=None) -> dict:
+                     features_dir=None, user_branch_dir=None, feature_cache_dir=None) -> dict:
+    """`feature_cache_dir` caches the baselines' musicnn features (default `<out_dir>/feature_cache`)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dataset, store, user_tower = prepare_inputs(dataset_dir, out, feedback, features_dir, user_branch_dir)
@@ -95,7 +108,7 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
         logging.info("%s at %.0f s: AUC %.3f, precision %.3f", PAPER_NAMES[variant], seconds, metrics["auc"], metrics["precision"])
     report = {"dataset": str(dataset_dir), "protocol": config.protocol, "split": pairs.summary(),
               "training": dataclasses.asdict(config), "results": results,
-              "baselines": run_baselines(dataset, pairs, out, config)}
+              "baselines": run_baselines(dataset, pairs, pathlib.Path(feature_cache_dir or out / "feature_cache"), config)}
     if (pathlib.Path(dataset_dir) / "ground_truth").is_dir():
         truth, test = GroundTruth.load(dataset_dir), pairs.split("test")
         report["oracle_auc"] = oracle_auc(truth, test)
@@ -106,9 +119,9 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
     return report
 
 
-def run_baselines(dataset, pairs, out: pathlib.Path, config: Table1Config) -> List[dict]:
+def run_baselines(dataset, pairs, feature_cache: pathlib.Path, config: Table1Config) -> List[dict]:
     """The practitioner baselines on the variants' own train and test pairs."""
-    features = baseline_track_features(dataset.tracks, dataset.audio_files(), out / "feature_cache", config.baselines,
+    features = baseline_track_features(dataset.tracks, dataset.audio_files(), feature_cache, config.baselines,
                                        config.metadata_columns)
     results = practitioner_baselines(pairs.split("train"), pairs.split("test"), features,
                                      popularity="popularity" in config.baselines)

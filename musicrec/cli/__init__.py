@@ -66,7 +66,7 @@ def cmd_extract_features(args):
 
 
 def cmd_user_branch(args):
-    from musicrec.trainer.user_branch import UserBranchConfig
+    from musicrec.trainer.user_config import UserBranchConfig
     from musicrec.trainer.user_module import run_on_dataset
 
     config = UserBranchConfig() if args.epochs is None else UserBranchConfig(epochs=args.epochs)
@@ -75,14 +75,46 @@ def cmd_user_branch(args):
     print(f"Report, SavedModels (user_tower/, retrieval/) and embedding tables written to {args.out}")
 
 
-def cmd_reproduce_table1(args):
-    from musicrec.pipeline.table1 import Table1Config, format_table1, reproduce_table1
+def _table1_config(args, **fields):
+    """The audio-branch recipe of reproduce-table1 and robustness: rows and training options."""
+    from musicrec.pipeline.table1 import Table1Config, parse_rows
 
-    config = Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or None, protocol=args.protocol,
-                          early_stopping_patience=args.early_stopping_patience, lr_schedule=args.lr_schedule)
+    if args.variants:
+        fields["rows"] = parse_rows(args.variants)
+    return Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or None,
+                        early_stopping_patience=args.early_stopping_patience, lr_schedule=args.lr_schedule, **fields)
+
+
+def _add_recipe_args(p, default_variants: str):
+    p.add_argument("--variants", default=default_variants,
+                   help="comma-separated variants, each NAME or NAME@SECONDS (context; default 3 s)"
+                        + (f" (default {default_variants})" if default_variants else " (default: the paper's Table 1 rows)"))
+    p.add_argument("--epochs", type=int, default=10, help="the most epochs per variant (default 10)")
+    p.add_argument("--steps-per-epoch", type=int, default=150,
+                   help="training steps per epoch; 0 = one pass over the liked training pairs (default 150)")
+    p.add_argument("--early-stopping-patience", type=int, default=0,
+                   help="stop after this many epochs without a better validation AUC and keep the best epoch (0: off)")
+    p.add_argument("--lr-schedule", choices=["inverse_time", "cosine"], default="inverse_time",
+                   help="the paper's inverse-time decay, or a cosine decay over the whole budget")
+
+
+def cmd_reproduce_table1(args):
+    from musicrec.pipeline.table1 import format_table1, reproduce_table1
+
+    config = _table1_config(args, protocol=args.protocol)
     report = reproduce_table1(args.dataset, args.out, config, _feedback_config(args), args.features, args.user_branch)
     print(format_table1(report))
     print(f"Written to {args.out}/table1.md and table1.json")
+
+
+def cmd_robustness(args):
+    from musicrec.pipeline.robustness import RobustnessConfig, format_robustness, run_robustness
+
+    config = RobustnessConfig(worlds=tuple(args.worlds.split(",")), protocols=tuple(args.protocols.split(",")),
+                              size=args.size, seed=args.seed, table1=_table1_config(args))
+    report = run_robustness(args.out, config, args.datasets, _feedback_config(args))
+    print(format_robustness(report))
+    print(f"Written to {args.out}/robustness.md and robustness.json")
 
 
 def _pipeline_config(args):
@@ -232,15 +264,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="folder of log-mel TFRecords (default: extracted into OUT/features)")
     p.add_argument("--user-branch", help="output folder of `musicrec user-branch` (default: trained into OUT/user_branch)")
     p.add_argument("--protocol", choices=["per_user", "users", "cold_tracks"], default="per_user")
-    p.add_argument("--epochs", type=int, default=10, help="the most epochs per variant (default 10)")
-    p.add_argument("--steps-per-epoch", type=int, default=150,
-                   help="training steps per epoch; 0 = one pass over the liked training pairs (default 150)")
-    p.add_argument("--early-stopping-patience", type=int, default=0,
-                   help="stop after this many epochs without a better validation AUC and keep the best epoch (0: off)")
-    p.add_argument("--lr-schedule", choices=["inverse_time", "cosine"], default="inverse_time",
-                   help="the paper's inverse-time decay, or a cosine decay over the whole budget")
+    _add_recipe_args(p, "")
     _add_feedback_args(p)
     p.set_defaults(func=cmd_reproduce_table1)
+
+    p = sub.add_parser("robustness", help="measure audio-branch variants on every world preset and split protocol, "
+                                          "beside the practitioner baselines and the oracle")
+    p.add_argument("--out", default="runs/robustness", help="output folder (default runs/robustness)")
+    p.add_argument("--datasets", help="folder of the generated worlds, one subfolder each (generated there if missing; "
+                                      "default OUT/datasets)")
+    p.add_argument("--worlds", default=",".join(WORLDS), help=f"comma-separated world presets (default {','.join(WORLDS)})")
+    p.add_argument("--protocols", default="per_user,cold_tracks", help="comma-separated split protocols (default per_user,cold_tracks)")
+    p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    _add_recipe_args(p, "metric_1vs4,dcue_1vs1")
+    _add_feedback_args(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("demo", help="the main job: the TFX pipeline on the embedded default dataset (generated if missing)")
     _add_pipeline_args(p, default_config=str(pathlib.Path(__file__).resolve().parent.parent / "pipeline" / "configs" / "demo.yaml"))
