@@ -75,7 +75,9 @@ class PipelineConfig:
     )
 
     # --- Kubeflow / Vertex (musicrec compile) ------------------------------------
-    image: str = "musicrec:latest"  # container image with this project installed
+    # The project's container image (the Dockerfile: `make image IMAGE=REGISTRY/musicrec:TAG`, then
+    # push it); give the Dataflow workers the same one (--sdk_container_image in beam_args).
+    image: str = "musicrec:latest"
     remote_pipeline_root: str = "gs://YOUR_BUCKET/musicrec"
 
     def __post_init__(self):
