@@ -76,7 +76,7 @@ def tiny_log_mels(tiny_features_dir):
 @pytest.fixture(scope="session")
 def tiny_user_branch(tiny_dataset, tmp_path_factory) -> pathlib.Path:
     """`musicrec user-branch` output on the tiny dataset (short training): model/user_tower, UE table, report."""
-    from musicrec.trainer.user_branch import UserBranchConfig
+    from musicrec.trainer.user_config import UserBranchConfig
     from musicrec.trainer.user_module import run_on_dataset
 
     out = tmp_path_factory.mktemp("tiny_user_branch")

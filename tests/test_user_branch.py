@@ -21,14 +21,10 @@ from musicrec.data.user_examples import (
     write_user_examples,
 )
 from musicrec.trainer.retrieval_eval import popularity_metrics, model_metrics
-from musicrec.trainer.user_branch import (
-    MaskedMean,
-    UserBranchConfig,
-    retrieval_loss,
-    ValidationRecall,
-    split_validation,
-    train_user_branch,
-)
+from musicrec.trainer.user_config import UserBranchConfig
+from musicrec.trainer.user_layers import MaskedMean
+from musicrec.trainer.user_loss import retrieval_loss
+from musicrec.trainer.user_training import ValidationRecall, split_validation, train_user_branch
 from musicrec.trainer.user_export import (
     EMBED_USER_SIGNATURE,
     RECOMMEND_SIGNATURE,

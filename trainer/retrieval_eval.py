@@ -14,7 +14,9 @@ import pandas as pd
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
 from musicrec.trainer.ranking import queries, ranking_metrics
-from musicrec.trainer.user_branch import TrainedUserBranch, UserBranchConfig, Vocabularies, train_user_branch
+from musicrec.trainer.user_config import UserBranchConfig
+from musicrec.trainer.user_layers import Vocabularies
+from musicrec.trainer.user_training import TrainedUserBranch, train_user_branch
 
 
 def model_metrics(trained: TrainedUserBranch, data: UserBranchData, targets: Optional[UserExamples] = None) -> Dict[str, float]:

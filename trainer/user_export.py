@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData, UserExamples
-from musicrec.trainer.user_branch import TrainedUserBranch
+from musicrec.trainer.user_training import TrainedUserBranch
 from musicrec.names import EMBED_USER_SIGNATURE, RECOMMEND_SIGNATURE, RETRIEVAL_DIR, TRACK_EMBEDDINGS_FILE, USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 
 

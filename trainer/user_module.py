@@ -27,7 +27,8 @@ from musicrec.data.user_examples import (
     read_user_examples,
 )
 from musicrec.trainer.retrieval_eval import evaluate_user_branch
-from musicrec.trainer.user_branch import UserBranchConfig, Vocabularies
+from musicrec.trainer.user_config import UserBranchConfig
+from musicrec.trainer.user_layers import Vocabularies
 from musicrec.trainer.user_export import export_user_branch
 
 REPORT_FILE = "user_branch_report.json"

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from musicrec.data.user_examples import PAD, UserBranchData
-from musicrec.trainer.user_branch import Vocabularies
+from musicrec.trainer.user_layers import Vocabularies
 
 # Columns of the interaction examples that are not demographics.
 NON_DEMOGRAPHIC = ("user_id", "track_id", "album_id", "artist_id", "genre", "event", "timestamp")
