@@ -113,7 +113,7 @@ def audio_embedder(models_dir):
         return tf.saved_model.load(str(latest_version(pathlib.Path(models_dir) / graphs.AUDIO_EMBEDDER)))
     from musicrec.serving.export import AudioEmbedder, save_model
     from musicrec.trainer.audio_branch import AudioBranchConfig, build_audio_encoder
-    from musicrec.trainer.audio_module import export_audio_encoder
+    from musicrec.trainer.audio_export import export_audio_encoder
 
     config = AudioBranchConfig()
     out = pathlib.Path(tempfile.mkdtemp(prefix="serving_bench_"))

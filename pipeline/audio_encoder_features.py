@@ -100,7 +100,7 @@ class AudioEncoderFeatures:
     def _extract_chunk(self, tracks: List[Tuple[str, str]]) -> Iterator[Tuple[str, Result]]:
         from musicrec.audio.decode import load_audio
         from musicrec.trainer.audio_input import LogMelStore
-        from musicrec.trainer.audio_module import track_embeddings
+        from musicrec.trainer.audio_evaluation import track_embeddings
 
         ids, log_mels = [], []
         for track_id, path in tracks:

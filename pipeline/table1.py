@@ -26,7 +26,9 @@ from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from musicrec.trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
 from musicrec.trainer.audio_input import LogMelStore
-from musicrec.trainer.audio_module import evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
+from musicrec.trainer.audio_data import prepare_audio_branch
+from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
+from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.practitioner_baselines import BASELINES, baseline_track_features, format_baselines, practitioner_baselines
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.names import USER_TOWER_DIR

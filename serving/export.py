@@ -33,7 +33,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from musicrec.serving import graphs, warmup
-from musicrec.trainer.audio_module import UserVectors
+from musicrec.trainer.audio_data import UserVectors
 from musicrec.names import EMBED_LOG_MEL_SIGNATURE
 
 MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)

@@ -87,7 +87,7 @@ def tiny_user_branch(tiny_dataset, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_user_vectors(tiny_user_branch):
     """The tiny dataset's UE table (every user, full history)."""
-    from musicrec.trainer.audio_module import UserVectors
+    from musicrec.trainer.audio_data import UserVectors
     from musicrec.names import USER_EMBEDDINGS_FILE
 
     return UserVectors.from_parquet(tiny_user_branch / "model" / USER_EMBEDDINGS_FILE)

@@ -21,7 +21,9 @@ from musicrec.trainer.audio_branch import (
 from musicrec.trainer.audio_input import Cropper, LogMelStore, segment_offsets
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.user_examples import history_examples
-from musicrec.trainer.audio_module import UserVectors, accuracy_threshold, evaluate_liked_disliked, prepare_audio_branch, train_audio_branch
+from musicrec.trainer.audio_data import UserVectors, prepare_audio_branch
+from musicrec.trainer.audio_evaluation import accuracy_threshold, evaluate_liked_disliked
+from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.names import USER_TOWER_DIR
 
 

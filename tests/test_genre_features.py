@@ -24,7 +24,8 @@ from musicrec.genre.features import FeatureCache, extract_cached
 from musicrec.pipeline.audio_encoder_features import AudioEncoderFeatures, find_audio_encoder
 from musicrec.pipeline.table2 import GenreEvalConfig, run_genre_eval
 from musicrec.trainer.audio_branch import AudioBranchConfig
-from musicrec.trainer.audio_module import export_audio_encoder, train_audio_branch
+from musicrec.trainer.audio_export import export_audio_encoder
+from musicrec.trainer.audio_training import train_audio_branch
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,8 @@ from musicrec.serving.scann_index import recommender_table
 from musicrec.trainer import user_module
 from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.audio_input import segment_offsets
-from musicrec.trainer.audio_module import export_audio_encoder, train_audio_branch
+from musicrec.trainer.audio_export import export_audio_encoder
+from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.user_export import read_embeddings, table_queries
 from musicrec.names import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 

@@ -13,7 +13,7 @@ from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import build_user_examples, write_user_examples
 from musicrec.trainer import audio_module, user_module
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
-from musicrec.names import EMBED_USER_SIGNATURE, USER_EMBEDDINGS_FILE
+from musicrec.names import EMBED_LOG_MEL_SIGNATURE, EMBED_USER_SIGNATURE, SCORE_EXAMPLES_SIGNATURE, USER_EMBEDDINGS_FILE
 
 
 def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):
@@ -55,16 +55,16 @@ def test_audio_branch_run_fn_trains_reports_and_exports(tiny_dataset, tiny_featu
     assert report["validation"]["auc"] > 0.55
     model = tf.saved_model.load(str(tmp_path / "serving"))
     crop = tf.constant(tiny_log_mels.log_mels[:2, :130].astype(np.float32))
-    embedding = model.signatures[audio_module.EMBED_LOG_MEL_SIGNATURE](log_mel=crop)["audio_embedding"].numpy()
+    embedding = model.signatures[EMBED_LOG_MEL_SIGNATURE](log_mel=crop)["audio_embedding"].numpy()
     assert embedding.shape == (2, 40) and np.all(np.isfinite(embedding))
     # The scoring signature TFMA evaluates: calibrated, monotone in the cosine, as good as the report says.
     validation = pairs.split("validation")
     records = tf.constant([r for r in serialize_rows(columns_from_frame(validation[["user_id", "track_id"]]))])
-    scored = {k: v.numpy() for k, v in model.signatures[audio_module.SCORE_EXAMPLES_SIGNATURE](examples=records).items()}
+    scored = {k: v.numpy() for k, v in model.signatures[SCORE_EXAMPLES_SIGNATURE](examples=records).items()}
     calibration = report["calibration"]
     expected = 1 / (1 + np.exp(-(calibration["slope"] * scored["cosine"] + calibration["intercept"])))
     np.testing.assert_allclose(scored["probability"], expected, rtol=1e-5)
     assert abs(roc_auc_score(validation["label"], scored["probability"]) - report["validation"]["auc"]) < 1e-6
     assert scored["known"].tolist() == [1] * len(validation)
-    unknown = model.signatures[audio_module.SCORE_EXAMPLES_SIGNATURE](examples=tf.constant([b""]))
+    unknown = model.signatures[SCORE_EXAMPLES_SIGNATURE](examples=tf.constant([b""]))
     assert float(unknown["cosine"][0]) == 0.0 and int(unknown["known"][0]) == 0

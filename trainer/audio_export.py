@@ -1,0 +1,85 @@
+"""Export of the audio branch: the encoder SavedModel and the calibrated pair scorer.
+
+`export_audio_model` writes `embed_log_mel` (log-mel -> AE) and, with a
+`PairScorer`, `score_examples` (the signature TFMA evaluates), the UE and
+track AE tables baked in.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Optional
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from musicrec.names import AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE
+from musicrec.trainer.audio_training import TrainedAudioBranch
+
+
+class PairScorer(tf.Module):
+    """Liked probability of (user_id, track_id) pairs given as serialized tf.Examples.
+
+    The UE (or learned user vector) and track AE tables are baked in; the score
+    is cos(user, track) through a logistic calibration fitted on the validation
+    pairs, so TFMA's calibration and precision/recall at 0.5 mean something.
+    Unknown users or tracks score cos = 0 (a zero vector), never an error, and
+    the `known` output (0 for such a pair) says which scores are that
+    fallback, so a caller scoring other pairs can count and drop them.
+    """
+
+    def __init__(self, user_ids, user_vectors, track_ids, track_vectors, slope: float, intercept: float):
+        super().__init__(name="pair_scorer")
+        self.user_index, self.users = self._table(user_ids, user_vectors, "user")
+        self.track_index, self.tracks = self._table(track_ids, track_vectors, "track")
+        self.slope, self.intercept = tf.constant(slope, tf.float32), tf.constant(intercept, tf.float32)
+
+    @staticmethod
+    def _table(ids, vectors, name):
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        vectors = np.concatenate([vectors, np.zeros((1, vectors.shape[1]))]).astype(np.float32)
+        index = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(ids, dtype=str)), tf.range(len(ids), dtype=tf.int64)),
+            default_value=len(ids), name=f"{name}_index",
+        )
+        return index, tf.Variable(vectors, trainable=False, name=f"{name}_vectors")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def score_examples(self, examples):
+        spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="") for key in ("user_id", "track_id")}
+        parsed = tf.io.parse_example(examples, spec)
+        user_rows, track_rows = self.user_index.lookup(parsed["user_id"]), self.track_index.lookup(parsed["track_id"])
+        cosine = tf.reduce_sum(tf.gather(self.users, user_rows) * tf.gather(self.tracks, track_rows), axis=-1)
+        known = tf.logical_and(user_rows < self.user_index.size(), track_rows < self.track_index.size())
+        return {"probability": tf.sigmoid(self.slope * cosine + self.intercept), "cosine": cosine,
+                "known": tf.cast(known, tf.int64)}
+
+
+def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> pathlib.Path:
+    """SavedModel at `path`: `embed_log_mel` (also `serving_default`): log-mel [batch, frames, 128]
+    -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates).
+
+    Serving (the audio_embedder) puts decoding and the log-mel front end in
+    front of `embed_log_mel`.
+    """
+    encoder = trained.model.encoder
+    embed = tf.function(
+        lambda log_mel: {"audio_embedding": encoder(log_mel, training=False)},
+        input_signature=[tf.TensorSpec([None, None, encoder.input_shape[-1]], tf.float32, name="log_mel")],
+    )
+    module = tf.Module()
+    module.encoder = encoder
+    signatures = {EMBED_LOG_MEL_SIGNATURE: embed, "serving_default": embed}
+    if scorer is not None:
+        module.scorer = scorer
+        signatures[SCORE_EXAMPLES_SIGNATURE] = scorer.score_examples
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return pathlib.Path(path)
+
+
+def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
+    """The encoder alone, as `<out_dir>/audio_encoder/`."""
+    return export_audio_model(trained, pathlib.Path(out_dir) / AUDIO_ENCODER_DIR)
+
+

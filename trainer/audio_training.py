@@ -1,0 +1,133 @@
+"""Training of the audio branch: `train_audio_branch` fits one configured variant.
+
+Progress is logged per epoch in segments/s; with early stopping, the
+validation AUC (`ValidationAUC`) is checked after every epoch and the best
+epoch's weights are restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Dict, Optional
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import pandas as pd
+import tf_keras as keras
+from sklearn.metrics import roc_auc_score
+
+from musicrec.data.audio_pairs import AudioPairs
+from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
+from musicrec.trainer.audio_data import UserVectors, usable_pairs
+from musicrec.trainer.audio_evaluation import pair_scores, track_embeddings
+from musicrec.trainer.audio_input import Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
+
+
+@dataclasses.dataclass
+class TrainedAudioBranch:
+    model: SiameseAudioModel
+    config: AudioBranchConfig
+    users: UserVectors
+    history: Dict[str, list]  # per epoch: loss, and val_auc when early stopping watched it
+    segments_per_second: float
+    skipped_users: int
+    epochs_trained: int = 0
+    best_epoch: Optional[int] = None  # 1-based epoch whose weights were kept (early stopping), else None
+
+    def training_summary(self) -> dict:
+        """What the reports list: the epochs run and chosen, and the validation AUC per epoch."""
+        return {"epochs_trained": self.epochs_trained, "best_epoch": self.best_epoch,
+                "max_epochs": self.config.epochs, "validation_auc_by_epoch": self.history.get("val_auc", [])}
+
+    def user_vectors(self) -> np.ndarray:
+        """The vectors the model scores against: frozen UEs, or the learned id embeddings (DCUE)."""
+        return self.model.user_vectors.embeddings.numpy()
+
+
+class _Progress(keras.callbacks.Callback):
+    """One line per epoch with the loss and the training rate in segments/s."""
+
+    def __init__(self, segments_per_step: int):
+        super().__init__()
+        self._segments_per_step = segments_per_step
+        self.rates = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started, self._steps = time.monotonic(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._started
+        rate = self._steps * self._segments_per_step / max(seconds, 1e-9)
+        self.rates.append(rate)
+        logging.info(
+            "%s audio branch epoch %d: loss %.4f, %d steps, %.0f segments/s",
+            musicrec.LOG_TAG, epoch + 1, (logs or {}).get("loss", float("nan")), self._steps, rate,
+        )
+
+
+def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors, config: AudioBranchConfig,
+                       verbose: int = 0) -> TrainedAudioBranch:
+    keras.utils.set_random_seed(config.seed)
+    train = usable_pairs(pairs.split("train"), users, store, config.context_frames)
+    examples = training_examples(train, users.index(), store)
+    cropper = Cropper(store, config.context_frames)
+    if config.loss == "binary":
+        count, segments_per_step = len(examples.binary_rows), config.batch_size
+        dataset = binary_dataset(examples, cropper, config.batch_size, config.seed)
+    else:
+        count, segments_per_step = len(examples.user_rows), config.batch_size * (1 + config.negatives)
+        dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed)
+    if count == 0:
+        raise ValueError("no training examples: no user has both liked and disliked training tracks with audio")
+    if examples.skipped_users and config.loss != "binary":
+        logging.warning("%s audio branch: %d users have liked but no disliked training tracks; their liked tracks "
+                        "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
+    per_epoch = -(-count // config.batch_size)  # the last batch may be partial
+    steps = config.steps_per_epoch or per_epoch
+    model = SiameseAudioModel(config, users.vectors)
+    model.compile(optimizer=build_optimizer(config, total_steps=steps * config.epochs))
+    progress = _Progress(segments_per_step)
+    callbacks = [progress]
+    if config.early_stopping_patience:
+        validation = usable_pairs(pairs.split("validation"), users, store, 1)
+        # Keras's EarlyStopping restores the best epoch's weights; it reads the val_auc that
+        # ValidationAUC (listed first, so it runs first) adds to each epoch's logs.
+        stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience,
+                                                 restore_best_weights=True)
+        callbacks += [ValidationAUC(validation, users, store, config.context_frames), stopping]
+    history = model.fit(dataset.repeat(), epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    val_auc = history.history.get("val_auc")
+    return TrainedAudioBranch(
+        model=model, config=config, users=users, history=history.history,
+        segments_per_second=float(np.median(progress.rates)) if progress.rates else 0.0,
+        skipped_users=examples.skipped_users, epochs_trained=len(history.history.get("loss", [])),
+        best_epoch=int(np.argmax(val_auc)) + 1 if val_auc else None,
+    )
+
+
+class ValidationAUC(keras.callbacks.Callback):
+    """Adds `val_auc`, the liked/disliked AUC of cos(user vector, track AE) on the validation
+    pairs, to every epoch's logs. Only the validation tracks are embedded."""
+
+    def __init__(self, validation: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int):
+        super().__init__()
+        if validation.empty or validation["label"].nunique() < 2:
+            raise ValueError("early stopping needs validation pairs with both liked and disliked labels")
+        self.validation, self.users, self.store, self.context_frames = validation, users, store, context_frames
+        self.track_rows = np.unique(store.rows(validation["track_id"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        track_ae = track_embeddings(self.model.encoder, self.store, self.context_frames, track_rows=self.track_rows)
+        vectors = self.model.user_vectors.embeddings.numpy()
+        scores = pair_scores(self.validation, vectors, self.users.index(), track_ae, self.store)
+        auc = float(roc_auc_score(self.validation["label"], scores))
+        if logs is not None:
+            logs["val_auc"] = auc
+        logging.info("%s audio branch epoch %d: validation AUC %.4f", musicrec.LOG_TAG, epoch + 1, auc)
+
+
