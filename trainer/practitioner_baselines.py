@@ -19,16 +19,20 @@ the learned AE worth it?":
   under the `users` protocol) are scored by one model fitted on every
   training pair instead: the count is reported, not hidden.
 
+`evaluate_baselines` runs the configured ones and reports each, one that
+does not apply to the dataset or fails included (no AUC; the note says why).
+
 scikit-learn does the fitting (a `StandardScaler` + `LogisticRegressionCV`
 pipeline); nothing here is specific to TFX, so `reproduce-table1`, the
-pipeline and tests share it.
+pipeline's `PractitionerBaselines` component and tests share it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -49,8 +53,9 @@ MAX_FOLDS = 3
 class BaselineResult:
     name: str
     description: str
-    auc: Optional[PairAUC]  # None where the baseline does not apply; `note` says why
+    auc: Optional[PairAUC]  # None where the baseline does not apply or failed; `note` says why
     note: str = ""
+    scores: Optional[np.ndarray] = dataclasses.field(default=None, repr=False)  # per test pair, where it applies
 
     def as_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "note": self.note,
@@ -142,25 +147,31 @@ def practitioner_baselines(train: pd.DataFrame, test: pd.DataFrame,
     `track_features`: name -> (description, features), e.g. {"musicnn": ("musicnn MSD max_pool + per-user LR", ...)}.
     """
     results = [_popularity(train, test)] if popularity else []
-    for name, (description, features) in track_features.items():
-        model = PerUserLogistic(features).fit(train)
-        scores, fallback = model.score(test), model.fallback_users(test)
-        missing = int((features.rows(test["track_id"]) < 0).sum())
-        note = f"{fallback} users scored by the global model (too few training pairs of a label)" if fallback else ""
-        if missing:
-            note = "; ".join(filter(None, [note, f"{missing} test pairs without features scored 0.5"]))
-        results.append(BaselineResult(name, description, pair_auc(test, scores), note))
-        logging.info("%s baseline %s: test AUC %.3f pooled, %.3f per user%s", musicrec.LOG_TAG, name,
-                     results[-1].auc.pooled, results[-1].auc.per_user, f" ({note})" if note else "")
-    return results
+    return results + [per_user_lr_baseline(name, description, features, train, test)
+                      for name, (description, features) in track_features.items()]
+
+
+def per_user_lr_baseline(name: str, description: str, features: TrackFeatureTable,
+                         train: pd.DataFrame, test: pd.DataFrame) -> BaselineResult:
+    """`PerUserLogistic` on one track representation, fitted on `train` and scored on `test`."""
+    model = PerUserLogistic(features).fit(train)
+    scores, fallback = model.score(test), model.fallback_users(test)
+    missing = int((features.rows(test["track_id"]) < 0).sum())
+    note = f"{fallback} users scored by the global model (too few training pairs of a label)" if fallback else ""
+    if missing:
+        note = "; ".join(filter(None, [note, f"{missing} test pairs without features scored 0.5"]))
+    result = BaselineResult(name, description, pair_auc(test, scores), note, scores)
+    logging.info("%s baseline %s: test AUC %.3f pooled, %.3f per user%s", musicrec.LOG_TAG, name,
+                 result.auc.pooled, result.auc.per_user, f" ({note})" if note else "")
+    return result
 
 
 def _popularity(train: pd.DataFrame, test: pd.DataFrame) -> BaselineResult:
-    description = "popularity (training likes of the track)"
     if not test["track_id"].isin(set(train["track_id"])).any():
-        return BaselineResult("popularity", description, None,
+        return BaselineResult("popularity", POPULARITY_DESCRIPTION, None,
                               "does not apply: no test track has training events (new releases)")
-    return BaselineResult("popularity", description, pair_auc(test, popularity_scores(train, test)))
+    scores = popularity_scores(train, test)
+    return BaselineResult("popularity", POPULARITY_DESCRIPTION, pair_auc(test, scores), scores=scores)
 
 
 def format_baselines(baselines: Sequence[dict]) -> List[str]:
@@ -170,6 +181,48 @@ def format_baselines(baselines: Sequence[dict]) -> List[str]:
 
 
 BASELINES = ("popularity", "musicnn", "metadata")
+POPULARITY_DESCRIPTION = "popularity (training likes of the track)"
+MUSICNN_DESCRIPTION = "musicnn MSD max_pool + per-user LR"
+
+
+class NotApplicable(ValueError):
+    """A baseline that this dataset cannot have (e.g. no such metadata column); the message says why."""
+
+
+def musicnn_features(audio_files, cache_root) -> TrackFeatureTable:
+    """MSD_musicnn max_pool features of every track musicnn can read, cached per file under `cache_root`."""
+    from musicrec.genre.features import extract_cached
+    from musicrec.genre.musicnn_runner import MusicnnFeatures
+
+    # The musicnn worker opens paths itself: audio outside the dataset is left out here, so
+    # those tracks score 0.5 and are counted in the baseline's note.
+    inside = [file for file in audio_files if file.inside()]
+    extracted = extract_cached(pd.DataFrame(inside, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
+    logging.info("%s %s", musicrec.LOG_TAG, extracted.format())
+    if not extracted.track_ids:
+        raise NotApplicable("musicnn could read no track's audio")
+    return TrackFeatureTable(extracted.track_ids, extracted.vectors)
+
+
+def metadata_features(tracks: pd.DataFrame, column: str) -> TrackFeatureTable:
+    """One-hot of a categorical track column that tells tracks apart (two or more values)."""
+    if column not in tracks.columns:
+        raise NotApplicable(f"the tracks table has no {column!r} column")
+    if tracks[column].fillna("").astype(str).str.strip().replace("", np.nan).nunique() < 2:
+        raise NotApplicable(f"the {column!r} column has fewer than two distinct values")
+    return one_hot(tracks, column)
+
+
+def _representations(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str],
+                     metadata_columns: Sequence[str]) -> List[Tuple[str, str, Callable[[], TrackFeatureTable]]]:
+    """(name, description, build) of each configured per-user LR baseline; `build` may raise NotApplicable."""
+    found = []
+    if "musicnn" in baselines:
+        found.append(("musicnn", MUSICNN_DESCRIPTION, lambda: musicnn_features(audio_files, cache_root)))
+    for column in metadata_columns if "metadata" in baselines else ():
+        found.append((f"metadata_{column}", f"{column} one-hot + per-user LR (no audio)",
+                      functools.partial(metadata_features, tracks, column)))
+    return found
 
 
 def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str] = BASELINES,
@@ -179,23 +232,34 @@ def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, basel
     `audio_files`: every track's `AudioFile` (`Dataset.audio_files()`);
     musicnn features are cached per file under `cache_root`, and tracks whose
     audio musicnn cannot use are left out of its table (scored 0.5, counted).
-    A metadata column missing from `tracks` is skipped with a log line.
+    A representation that does not apply (e.g. a metadata column missing from
+    `tracks`) is skipped with a log line; `evaluate_baselines` reports it instead.
     """
     features: Dict[str, Tuple[str, TrackFeatureTable]] = {}
-    if "musicnn" in baselines:
-        from musicrec.genre.features import extract_cached
-        from musicrec.genre.musicnn_runner import MusicnnFeatures
-
-        # The musicnn worker opens paths itself: audio outside the dataset is left out here, so
-        # those tracks score 0.5 and are counted in the baseline's note.
-        inside = [file for file in audio_files if file.inside()]
-        extracted = extract_cached(pd.DataFrame(inside, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
-        logging.info("%s %s", musicrec.LOG_TAG, extracted.format())
-        features["musicnn"] = ("musicnn MSD max_pool + per-user LR",
-                               TrackFeatureTable(extracted.track_ids, extracted.vectors))
-    for column in metadata_columns if "metadata" in baselines else ():
-        if column not in tracks.columns:
-            logging.info("%s metadata baseline: the tracks table has no %r column; skipped", musicrec.LOG_TAG, column)
-            continue
-        features[f"metadata_{column}"] = (f"{column} one-hot + per-user LR (no audio)", one_hot(tracks, column))
+    for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns):
+        try:
+            features[name] = (description, build())
+        except NotApplicable as reason:
+            logging.info("%s %s baseline skipped: %s", musicrec.LOG_TAG, name, reason)
     return features
+
+
+def evaluate_baselines(train: pd.DataFrame, test: pd.DataFrame, tracks: pd.DataFrame, audio_files, cache_root,
+                       baselines: Sequence[str] = BASELINES, metadata_columns: Sequence[str] = ("genre",)) -> List[BaselineResult]:
+    """Every configured baseline on one split's pairs, one result each, in the order configured.
+
+    A baseline that does not apply to this dataset, or that fails (e.g. a
+    broken musicnn install), is a result without an AUC whose note says why:
+    a report never leaves one out silently, and one failure does not stop the others.
+    """
+    results = [_popularity(train, test)] if "popularity" in baselines else []
+    for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns):
+        try:
+            results.append(per_user_lr_baseline(name, description, build(), train, test))
+        except NotApplicable as reason:
+            results.append(BaselineResult(name, description, None, f"does not apply: {reason}"))
+        except Exception as error:  # noqa: BLE001  (reported in the table; the traceback goes to the log)
+            logging.exception("%s %s baseline failed", musicrec.LOG_TAG, name)
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            results.append(BaselineResult(name, description, None, f"failed: {type(error).__name__}: {first_line}"))
+    return results
