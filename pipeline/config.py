@@ -18,6 +18,7 @@ import yaml
 from musicrec.data.contract import FeedbackConfig
 from musicrec.pipeline.runs import METADATA_FILE
 from musicrec.trainer.audio_branch import VARIANTS
+from musicrec.trainer.practitioner_baselines import BASELINES as PRACTITIONER_BASELINES
 
 BASELINES = ("dcue", "latest_blessed", "none")
 
@@ -57,6 +58,14 @@ class PipelineConfig:
     min_auc: float = 0.6
     min_auc_gain: float = 0.0
     slices: List[str] = dataclasses.field(default_factory=lambda: ["gender", "age_bucket", "country", "popularity_bucket", "genre"])
+    # Practitioner baselines reported beside the audio models on the same test pairs, pooled and
+    # per user (PractitionerBaselines component; reported, not gated): popularity (training likes;
+    # n/a under cold_tracks), musicnn (MSD max_pool features + per-user logistic regression, C by
+    # per-user CV; the features are cached under <pipeline root>/feature_cache), metadata (one-hot
+    # of each metadata_columns track column + per-user LR; a column the tracks table lacks is
+    # reported as not applicable). Empty: no baselines.
+    practitioner_baselines: List[str] = dataclasses.field(default_factory=lambda: list(PRACTITIONER_BASELINES))
+    metadata_columns: List[str] = dataclasses.field(default_factory=lambda: ["genre"])
 
     # --- where things go --------------------------------------------------
     pipeline_name: str = "musicrec"
@@ -85,6 +94,9 @@ class PipelineConfig:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, not {self.variant!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
+        unknown = sorted(set(self.practitioner_baselines) - set(PRACTITIONER_BASELINES))
+        if unknown:
+            raise ValueError(f"practitioner_baselines must be among {PRACTITIONER_BASELINES}, not {unknown}")
         FeedbackConfig(liked_events=tuple(self.liked_events), disliked_events=tuple(self.disliked_events))
 
     @classmethod

@@ -3,7 +3,9 @@
 Generates the simulated service once (or uses the dataset already there),
 runs the TFX pipeline on it locally, and prints the evaluation: the user
 branch's hit rates beside its baselines, the TFMA table of the audio branch
-per slice beside the DCUE-1vs1 baseline, the blessing decision, the oracle
+per slice beside the DCUE-1vs1 baseline, the audio models beside the
+practitioner baselines (popularity, musicnn + per-user LR, metadata
+one-hot) on the same test pairs, pooled and per user, the blessing decision, the oracle
 AUC on the same test pairs (generated datasets only), the audio quarantine
 and ingestion exclusion counts, the served version, and where everything
 was written. All of it is the run's own: followed through MLMD from the
@@ -86,7 +88,8 @@ def summarize(config: PipelineConfig, outputs: dict) -> dict:
     print(evaluation.decision(), flush=True)
     summary = {"run_id": run.run_id, "outputs": outputs, "data": data,
                "evaluation": {"path": str(evaluation.path), "blessed": evaluation.blessed,
-                              "overall": evaluation.overall(), "report": str(report_dir)}}
+                              "overall": evaluation.overall(), "report": str(report_dir)},
+               "baselines": evaluation.baselines.rows}
     if has_oracle(config.dataset_dir):
         test = read_pair_examples([str(run.output_path("ListeningDataGen", "audio_pairs") / "Split-test" / "*")])
         truth = GroundTruth.load(config.dataset_dir)

@@ -2,7 +2,12 @@
 
 The evaluation is found through the run folder's MLMD store (the latest
 run's own Evaluator execution: its evaluation and its blessing), or given as
-the Evaluator's output folder. The same folder opens in TFMA's own notebook viewer:
+the Evaluator's output folder. Found through a run, it also shows the run's
+audio models beside the practitioner baselines on the same test pairs,
+pooled and per user: the run's PractitionerBaselines output holds the pairs
+and the baselines' figures, and each audio model scores those pairs through
+its `score_examples` signature (what TFMA evaluates). The same folder opens
+in TFMA's own notebook viewer:
 
     import tensorflow_model_analysis as tfma
     result = tfma.load_eval_result("<evaluation folder>", model_name="candidate")
@@ -13,19 +18,54 @@ the Evaluator's output folder. The same folder opens in TFMA's own notebook view
 from __future__ import annotations
 
 import dataclasses
+import functools
 import html
 import json
 import pathlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import pandas as pd
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.utils import path_utils
 
+from musicrec.components.practitioner_baselines.component import read_baselines
+from musicrec.data.tf_examples import columns_from_frame, serialize_rows
+from musicrec.names import MODEL_INFO_FILE, SCORE_EXAMPLES_SIGNATURE
 from musicrec.pipeline.runs import METADATA_FILE, PipelineRun, RunRecordError, runs_newest_first
+from musicrec.trainer.audio_branch import PAPER_NAMES
+from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.trainer.practitioner_baselines import BASELINES, BaselineResult, format_baselines
 
 EVALUATOR = "Evaluator"
+PRACTITIONER_BASELINES = "PractitionerBaselines"
+# The run's audio models scored beside the practitioner baselines, and what each one is.
+AUDIO_MODELS = (("AudioTrainer", "the learned AE"), ("BaselineTrainer", "the paper's baseline"))
+SCORE_BATCH = 4096
 COLUMNS = ("example_count", "auc", "precision", "recall", "binary_accuracy", "calibration", "mean_label", "mean_prediction")
 OVERALL = "Overall"
+
+
+@dataclasses.dataclass
+class BaselineComparison:
+    """The run's audio models and its practitioner baselines on the same test pairs."""
+
+    rows: List[dict]  # `BaselineResult.as_dict()`s, the audio models first; empty when there are none
+    source: str  # the baselines' artifact folder, or why there are none
+    not_configured: List[str] = dataclasses.field(default_factory=list)
+
+    def table(self) -> str:
+        if not self.rows:
+            return f"Practitioner baselines: none ({self.source})"
+        lines = [f"Beside practitioner baselines, on the same {self.rows[0]['pairs']} test pairs ({self.source}):", "",
+                 "| model | AUC (pooled) | AUC (per user) | note |", "|---|---|---|---|", *format_baselines(self.rows)]
+        if self.not_configured:
+            lines.append(f"Not run (not in practitioner_baselines): {', '.join(self.not_configured)}")
+        return "\n".join(lines)
+
+
+FOLDER_ONLY = BaselineComparison([], "an Evaluator output folder was given: they are found through a run folder's MLMD record")
 
 
 @dataclasses.dataclass
@@ -37,6 +77,7 @@ class Evaluation:
     blessed: Optional[bool] = None
     calibration: Optional[pd.DataFrame] = None  # overall: mean prediction, share liked, count per bin
     run_id: Optional[str] = None  # the pipeline run whose Evaluator wrote it, when found through MLMD
+    run: Optional[PipelineRun] = dataclasses.field(default=None, repr=False)
 
     def source(self) -> str:
         return f"{self.path} (run {self.run_id})" if self.run_id else str(self.path)
@@ -44,7 +85,16 @@ class Evaluation:
     def overall(self) -> Dict[str, float]:
         return self.metrics[self.metrics["slice"] == OVERALL].iloc[0].to_dict()
 
+    @functools.cached_property
+    def baselines(self) -> BaselineComparison:
+        """Computed when first shown: scoring loads the run's audio models."""
+        return compare_with_baselines(self.run) if self.run is not None else FOLDER_ONLY
+
     def table(self) -> str:
+        """The TFMA metrics per slice, then the comparison with the practitioner baselines."""
+        return f"{self.tfma_table()}\n\n{self.baselines.table()}"
+
+    def tfma_table(self) -> str:
         frame = self.metrics.copy()
         for column in frame.columns:
             if column not in ("slice", "value", "example_count"):
@@ -84,8 +134,42 @@ def run_evaluation(run: PipelineRun) -> Evaluation:
     blessing = run.output(EVALUATOR, "blessing").custom_properties
     blessed = bool(blessing["blessed"].int_value) if "blessed" in blessing else None
     evaluation = load_evaluation(run.output_path(EVALUATOR, "evaluation"), blessed)
-    evaluation.run_id = run.run_id
+    evaluation.run_id, evaluation.run = run.run_id, run
     return evaluation
+
+
+def compare_with_baselines(run: PipelineRun) -> BaselineComparison:
+    """The run's audio models scored on its PractitionerBaselines test pairs, then the baselines."""
+    if not run.succeeded(PRACTITIONER_BASELINES):
+        state = run.states().get(PRACTITIONER_BASELINES)
+        why = (f"{PRACTITIONER_BASELINES} {state} in run {run.run_id}" if state else
+               f"run {run.run_id} has no {PRACTITIONER_BASELINES} execution: its practitioner_baselines was empty, "
+               "or it predates them")
+        return BaselineComparison([], why)
+    folder = run.output_path(PRACTITIONER_BASELINES, "baselines")
+    summary, pairs = read_baselines(folder)
+    models = [audio_model_result(run, component, role, pairs) for component, role in AUDIO_MODELS if run.succeeded(component)]
+    return BaselineComparison(models + summary["baselines"], str(folder),
+                              [name for name in BASELINES if name not in summary["configured"]])
+
+
+def audio_model_result(run: PipelineRun, component: str, role: str, pairs: pd.DataFrame) -> dict:
+    """A `BaselineResult.as_dict()` of the model a run's audio trainer wrote, on `pairs`."""
+    model_dir = pathlib.Path(path_utils.serving_model_path(str(run.output_path(component, "model"))))
+    variant = json.loads((model_dir / MODEL_INFO_FILE).read_text()).get("variant")
+    probability, known = score_pairs(model_dir, pairs)
+    unknown = int((known == 0).sum())
+    note = role + (f"; {unknown} pairs with a user or track outside its tables (scored at cosine 0)" if unknown else "")
+    return BaselineResult(component, f"{PAPER_NAMES.get(variant, variant)} ({component})", pair_auc(pairs, probability),
+                          note).as_dict()
+
+
+def score_pairs(model_dir, pairs: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]:
+    """(P(liked), known) of each (user_id, track_id) pair from a SavedModel's `score_examples` signature."""
+    score = tf.saved_model.load(str(model_dir)).signatures[SCORE_EXAMPLES_SIGNATURE]
+    examples = list(serialize_rows(columns_from_frame(pairs[["user_id", "track_id"]])))
+    outputs = [score(examples=tf.constant(examples[i:i + SCORE_BATCH])) for i in range(0, len(examples), SCORE_BATCH)]
+    return tuple(np.concatenate([output[key].numpy() for output in outputs]) for key in ("probability", "known"))
 
 
 def find_evaluation(run_or_path) -> Evaluation:
@@ -102,10 +186,13 @@ def find_evaluation(run_or_path) -> Evaluation:
 
 
 def write_report(evaluation: Evaluation, out_dir) -> pathlib.Path:
-    """auc_by_slice.png, calibration.png, metrics.csv and index.html under `out_dir`."""
+    """auc_by_slice.png, calibration.png, metrics.csv, baselines.csv (where the run has them) and index.html
+    under `out_dir`."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     evaluation.metrics.to_csv(out / "metrics.csv", index=False)
+    if evaluation.baselines.rows:
+        pd.DataFrame(evaluation.baselines.rows).to_csv(out / "baselines.csv", index=False)
     _plot_auc_by_slice(evaluation.metrics, out / "auc_by_slice.png")
     images = ["auc_by_slice.png"]
     if evaluation.calibration is not None and len(evaluation.calibration):

@@ -8,14 +8,16 @@
                  │                         interactions ─ Transform (vocabularies, statistics)
                  │                   user_examples ─ Trainer (user branch, trainer.user_module)
                  └──── audio_pairs ─ AudioTrainer (audio branch, trainer.audio_module)
-                                     [AudioTrainer DCUE-1vs1 baseline | latest blessed model]
-                                     Evaluator (TFMA: test split, slices, thresholds -> blessing)
-                                     ServingPusher (blessed -> TF Serving base path)
+                                │    [AudioTrainer DCUE-1vs1 baseline | latest blessed model]
+                                │    Evaluator (TFMA: test split, slices, thresholds -> blessing)
+                                │    ServingPusher (blessed -> TF Serving base path)
+                                └─── PractitionerBaselines (popularity, musicnn, metadata: same test pairs)
 """
 
 from __future__ import annotations
 
 import pathlib
+import posixpath
 from typing import List, Optional
 
 import tensorflow_model_analysis as tfma
@@ -27,6 +29,7 @@ from musicrec.components.audio_features.component import AudioFeatures
 from musicrec.components.audio_trainer.component import AudioTrainer
 from musicrec.components.listening_data.component import ListeningDataGen
 from musicrec.components.listening_data.ingest import IngestionConfig
+from musicrec.components.practitioner_baselines.component import PractitionerBaselines, baselines_config
 from musicrec.components.serving_pusher.component import ServingPusher
 from musicrec.data.adapters import PLAIN
 from musicrec.data.audio_pairs import SplitConfig
@@ -38,6 +41,8 @@ USER_RUN_FN = "musicrec.trainer.user_module.run_fn"
 AUDIO_RUN_FN = "musicrec.trainer.audio_module.run_fn"
 PREPROCESSING_FN = "musicrec.trainer.user_transform.preprocessing_fn"
 BASELINE_VARIANT = "dcue_1vs1"
+# Under the pipeline root: per-file musicnn features, kept across runs (keyed by file and model).
+FEATURE_CACHE_DIR = "feature_cache"
 
 
 def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
@@ -100,6 +105,13 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
         model_blessing=evaluator.outputs["blessing"], serving_base_path=str(config.serving_path), code_fingerprint=code,
     )
     components += [evaluator, pusher]
+    if config.practitioner_baselines:
+        components.append(PractitionerBaselines(
+            dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
+            baselines_config=baselines_config(config.practitioner_baselines, config.metadata_columns),
+            feature_cache_dir=posixpath.join(pipeline_root or str(config.pipeline_root), FEATURE_CACHE_DIR),
+            code_fingerprint=code, audio_pairs=ingestion.outputs["audio_pairs"],
+        ))
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root or str(config.pipeline_root),

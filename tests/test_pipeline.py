@@ -3,6 +3,7 @@ interrupted runs, anomalies, Kubeflow."""
 
 import collections
 import dataclasses
+import html
 import json
 import os
 import pathlib
@@ -26,18 +27,24 @@ from musicrec.pipeline.demo import has_oracle, summarize
 from musicrec.pipeline.evaluation import find_evaluation, write_report
 from musicrec.pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
 from musicrec.pipeline.runs import abandon_interrupted, find_run, runs_newest_first
+from musicrec.components.practitioner_baselines.component import read_baselines
+from musicrec.data.adapters import load_with_adapter
+from musicrec.data.audio_pairs import read_pair_examples
+from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.trainer.practitioner_baselines import one_hot, practitioner_baselines
 
 COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
-    "Transform", "UserTrainer", "AudioTrainer", "BaselineTrainer", "Evaluator", "ServingPusher",
+    "Transform", "UserTrainer", "AudioTrainer", "BaselineTrainer", "Evaluator", "ServingPusher", "PractitionerBaselines",
 }
 
 
 def tiny_config(dataset, run_dir, **overrides) -> PipelineConfig:
-    """Short training; thresholds every model passes unless a test says otherwise."""
+    """Short training; thresholds every model passes unless a test says otherwise. The musicnn baseline
+    (about 2.5 min of feature extraction on the tiny data) is left out; test_practitioner_baselines covers it."""
     settings = dict(
         dataset_dir=str(dataset), run_dir=str(run_dir), user_epochs=3, audio_epochs=2, audio_steps_per_epoch=5,
-        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[],
+        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[], practitioner_baselines=["popularity", "metadata"],
     )
     return PipelineConfig(**{**settings, **overrides})
 
@@ -112,6 +119,47 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
         for name, spec in user.structured_input_signature[1].items()
     }
     assert next(iter(user(**inputs).values())).shape == (1, 40)
+
+
+def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(first_run, capsys):
+    """The run's PractitionerBaselines figures are what practitioner_baselines computes on the run's own
+    train and test pairs; the summary prints them beside the audio models scored on the same pairs."""
+    config, outputs, _ = first_run
+    run = find_run(config.run_dir, outputs["run_id"])
+    written, pairs = read_baselines(run.output_path("PractitionerBaselines", "baselines"))
+    audio_pairs = run.output_path("ListeningDataGen", "audio_pairs")
+    train, test = (read_pair_examples([str(audio_pairs / f"Split-{split}" / "*")]) for split in ("train", "test"))
+    assert written["test_pairs"] == len(pairs) == len(test) > 0
+    pd.testing.assert_frame_equal(pairs[["user_id", "track_id", "label"]], test[["user_id", "track_id", "label"]])
+
+    tracks = load_with_adapter(config.dataset_dir, config.dataset_adapter).tracks
+    expected = practitioner_baselines(train, test, {"metadata_genre": ("genre one-hot", one_hot(tracks, "genre"))})
+    recorded = run.output("PractitionerBaselines", "baselines").custom_properties
+    rows = {row["name"]: row for row in written["baselines"]}
+    assert list(rows) == [result.name for result in expected] == ["popularity", "metadata_genre"]
+    for result in expected:
+        row = rows[result.name]
+        for key in ("pooled", "per_user"):
+            assert 0.0 <= row[key] <= 1.0
+            assert row[key] == pytest.approx(getattr(result.auc, key))
+            assert recorded[f"{result.name}.{key}_auc"].double_value == pytest.approx(row[key], abs=1e-6)  # MLMD: 6 digits
+        assert pair_auc(pairs, pairs[f"score.{result.name}"]).pooled == pytest.approx(row["pooled"])
+    assert recorded["test_pairs"].int_value == len(test)
+
+    summary = summarize(config, outputs)
+    printed = capsys.readouterr().out
+    shown = {row["name"]: row for row in summary["baselines"]}
+    assert list(shown) == ["AudioTrainer", "BaselineTrainer", "popularity", "metadata_genre"]
+    assert all(row["pairs"] == len(test) for row in shown.values())
+    # The audio models' pooled AUC on these pairs is the Evaluator's (TFMA) on its test split.
+    overall = summary["evaluation"]["overall"]
+    assert shown["AudioTrainer"]["pooled"] == pytest.approx(overall["auc"], abs=0.005)
+    assert shown["BaselineTrainer"]["pooled"] == pytest.approx(overall["baseline_auc"], abs=0.005)
+    for row in shown.values():
+        assert f"| {row['description']} | {row['pooled']:.3f} | {row['per_user']:.3f} |" in printed
+    assert "Not run (not in practitioner_baselines): musicnn" in printed
+    with pytest.raises(ValueError, match="practitioner_baselines must be among"):
+        dataclasses.replace(config, practitioner_baselines=["musicnnn"])
 
 
 def _validate_data(dataset, report_dir) -> dict:
@@ -203,13 +251,19 @@ def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "using the tiny dataset (seed 0) already in" in result.stderr  # not regenerated
-    assert "12 reused from the cache" in result.stderr
+    assert "13 reused from the cache" in result.stderr
     assert "| popularity |" in result.stdout and "Overall" in result.stdout and "BLESSED" in result.stdout
+    assert "| Metric-1vs4 (AudioTrainer) |" in result.stdout and "| genre one-hot + per-user LR (no audio) |" in result.stdout
     summary = json.loads((pathlib.Path(config.run_dir) / "summary.json").read_text())
     assert 0.7 < summary["oracle_auc"] < 0.97 and 0.0 <= summary["evaluation"]["overall"]["auc"] <= 1.0
     shown = subprocess.run([sys.executable, "-m", "musicrec.cli", "show-eval", config.run_dir, "--out", str(tmp_path / "eval")],
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and "popularity_bucket" in shown.stdout and (tmp_path / "eval" / "index.html").exists()
+    for row in summary["baselines"]:  # show-eval prints the summary's baseline rows, and its page shows them
+        figures = f"| {row['pooled']:.3f} | {row['per_user']:.3f} |"
+        assert f"| {row['description']} {figures}" in shown.stdout
+        assert html.escape(f"| {row['description']} {figures}") in (tmp_path / "eval" / "index.html").read_text()
+    assert len(pd.read_csv(tmp_path / "eval" / "baselines.csv")) == len(summary["baselines"]) == 4
 
 
 def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):
