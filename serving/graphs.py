@@ -3,7 +3,7 @@
 Audio goes through the training front end (`musicrec.audio.logmel`, tf.signal)
 and the trained encoder, so serving features cannot drift from training ones.
 A track-level AE is the mean of the encoder's AEs of the back-to-back
-context-length segments of the first 30 s, as `musicrec.trainer.audio_module.track_embeddings`.
+context-length segments of the first 30 s, as `musicrec.trainer.audio_evaluation.track_embeddings`.
 
 Bad requests fail inside the graph with `tf.debugging` assertions, so the real
 TF Serving answers them with the same clear INVALID_ARGUMENT messages as the
@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
 from musicrec.names import EMBED_USER_SIGNATURE
+from musicrec.trainer.similarity import cosine, unit_vectors
 
 # Model and signature names: the public interface of the exported models.
 AUDIO_EMBEDDER = "audio_embedder"
@@ -151,8 +152,8 @@ def exact_top_k(scores: tf.Tensor, k: tf.Tensor, block: int = TOP_K_BLOCK):
 
 
 def normalised(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    """Unit-length rows as a numpy array: the cosine's normalisation (`similarity.unit_vectors`)."""
+    return unit_vectors(vectors).numpy()
 
 
 class UserIndex(tf.Module):
@@ -193,7 +194,7 @@ class UserIndex(tf.Module):
         with tf.control_dependencies(checks):
             count = tf.minimum(k, self.num_users)
             widest = tf.reduce_max(count)
-        scores = tf.matmul(tf.math.l2_normalize(audio_embedding, axis=1), self.user_vectors, transpose_b=True)
+        scores = cosine(audio_embedding, self.user_vectors, all_pairs=True, b_is_unit=True)
         values, indices = exact_top_k(scores, widest)
         keep = tf.sequence_mask(count, widest)
         return {

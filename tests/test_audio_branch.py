@@ -12,13 +12,13 @@ from musicrec.trainer.audio_branch import (
     SiameseAudioModel,
     binary_loss,
     build_audio_encoder,
-    cosine,
     hinge_loss,
     build_optimizer,
     learning_rate,
     softmax_loss,
 )
 from musicrec.trainer.audio_input import Cropper, LogMelStore, segment_offsets
+from musicrec.trainer.similarity import cosine, unit_vectors
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.user_examples import history_examples
 from musicrec.trainer.audio_data import UserVectors, prepare_audio_branch
@@ -31,6 +31,11 @@ def test_cosine_and_losses_match_hand_computed_values():
     users = tf.constant([[1.0, 0.0], [3.0, 4.0]])
     tracks = tf.constant([[2.0, 0.0], [-4.0, 3.0]])
     np.testing.assert_allclose(cosine(users, tracks).numpy(), [1.0, 0.0], atol=1e-6)
+    # Candidates per user, every pair (the serving index, its table normalised once), and a zero vector.
+    np.testing.assert_allclose(cosine(users, tf.stack([tracks, -tracks], axis=1)).numpy(), [[1, -1], [0, 0]], atol=1e-6)
+    np.testing.assert_allclose(cosine(users, unit_vectors(tracks), all_pairs=True, b_is_unit=True).numpy(),
+                               [[1.0, -0.8], [0.6, 0.0]], atol=1e-6)
+    assert cosine(tf.zeros([1, 2]), tracks[:1]).numpy()[0] == 0.0
 
     liked, disliked = tf.constant([0.5, 0.9]), tf.constant([[0.6, 0.1], [-0.5, 0.65]])
     # Row 1: max(0, .2 - .5 + .6) + max(0, .2 - .5 + .1) = 0.3 + 0 (inside the zero region).

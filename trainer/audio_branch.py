@@ -35,6 +35,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from musicrec.audio.logmel import DEFAULT
+from musicrec.trainer.similarity import cosine
 
 VARIANTS: Dict[str, dict] = {
     "basic_binary": dict(user_vector="ue", negatives=0, loss="binary"),
@@ -113,15 +114,6 @@ def build_audio_encoder(config: AudioBranchConfig, n_mels: int = DEFAULT.n_mels)
         keras.layers.Dense(config.embedding_dim, name="audio_embedding"),  # no ReLU: the embedding layer
     ]
     return keras.Sequential(layers, name="audio_encoder")
-
-
-def cosine(users: tf.Tensor, tracks: tf.Tensor) -> tf.Tensor:
-    """cos(u, r), Eq. 2; `tracks` may carry an extra axis of candidates per user."""
-    users = tf.math.l2_normalize(users, axis=-1)
-    tracks = tf.math.l2_normalize(tracks, axis=-1)
-    if tracks.shape.rank == 3:
-        return tf.einsum("bd,bnd->bn", users, tracks)
-    return tf.reduce_sum(users * tracks, axis=-1)
 
 
 def hinge_loss(liked: tf.Tensor, disliked: tf.Tensor, margin: float) -> tf.Tensor:

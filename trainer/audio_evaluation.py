@@ -25,6 +25,7 @@ from musicrec.data.audio_pairs import AudioPairs
 from musicrec.trainer.audio_data import usable_pairs
 from musicrec.trainer.audio_input import Cropper, LogMelStore, track_segments
 from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.trainer.similarity import cosine
 
 if TYPE_CHECKING:  # a type only: training imports this module
     from musicrec.trainer.audio_training import TrainedAudioBranch
@@ -49,11 +50,9 @@ def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: i
 
 def pair_scores(pairs: pd.DataFrame, user_vectors: np.ndarray, user_index: Dict[str, int], track_ae: np.ndarray,
                 store: LogMelStore) -> np.ndarray:
+    """cos(user vector, track AE) of every pair."""
     users = user_vectors[pairs["user_id"].map(user_index).to_numpy()]
-    tracks = track_ae[store.rows(pairs["track_id"])]
-    users = users / np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
-    tracks = tracks / np.maximum(np.linalg.norm(tracks, axis=1, keepdims=True), 1e-12)
-    return np.sum(users * tracks, axis=1)
+    return cosine(users, track_ae[store.rows(pairs["track_id"])]).numpy()
 
 
 def evaluate_liked_disliked(trained: "TrainedAudioBranch", pairs: AudioPairs, store: LogMelStore,

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from musicrec.names import AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE
 from musicrec.trainer.audio_training import TrainedAudioBranch
+from musicrec.trainer.similarity import cosine
 
 
 class PairScorer(tf.Module):
@@ -37,8 +38,7 @@ class PairScorer(tf.Module):
 
     @staticmethod
     def _table(ids, vectors, name):
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        vectors = np.concatenate([vectors, np.zeros((1, vectors.shape[1]))]).astype(np.float32)
+        vectors = np.concatenate([vectors, np.zeros((1, vectors.shape[1]))]).astype(np.float32)  # the unknown row
         index = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(ids, dtype=str)), tf.range(len(ids), dtype=tf.int64)),
             default_value=len(ids), name=f"{name}_index",
@@ -50,9 +50,9 @@ class PairScorer(tf.Module):
         spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="") for key in ("user_id", "track_id")}
         parsed = tf.io.parse_example(examples, spec)
         user_rows, track_rows = self.user_index.lookup(parsed["user_id"]), self.track_index.lookup(parsed["track_id"])
-        cosine = tf.reduce_sum(tf.gather(self.users, user_rows) * tf.gather(self.tracks, track_rows), axis=-1)
+        similarity = cosine(tf.gather(self.users, user_rows), tf.gather(self.tracks, track_rows))
         known = tf.logical_and(user_rows < self.user_index.size(), track_rows < self.track_index.size())
-        return {"probability": tf.sigmoid(self.slope * cosine + self.intercept), "cosine": cosine,
+        return {"probability": tf.sigmoid(self.slope * similarity + self.intercept), "cosine": similarity,
                 "known": tf.cast(known, tf.int64)}
 
 
