@@ -7,7 +7,8 @@ baselines (popularity, musicnn features + per-user logistic regression, a
 genre one-hot profile) and the oracle, on the same split and test pairs. Each
 (world, protocol) cell is one `reproduce-table1` run; log-mel features, the
 user tower and the baselines' musicnn features are computed once per world and
-shared by its protocols. The acceptance bar of every cell: the chosen default
+shared by its protocols; a cell already measured with the same recipe is read
+back, so an interrupted campaign resumes where it stopped. The acceptance bar of every cell: the chosen default
 beats every applicable baseline by at least 0.02 pooled AUC and reaches at
 least 85% of the oracle's margin over 0.5.
 """
@@ -59,15 +60,29 @@ def run_robustness(out_dir, config: RobustnessConfig = RobustnessConfig(), datas
     for world in config.worlds:
         dataset = world_dataset(datasets, world, config.size, config.seed)
         for protocol in config.protocols:
-            logging.info("world %s, protocol %s", world, protocol)
-            report = reproduce_table1(
-                dataset, out / world / protocol, dataclasses.replace(config.table1, protocol=protocol, seed=config.seed),
-                feedback, features_dir=out / world / "features", user_branch_dir=out / world / "user_branch",
-                feature_cache_dir=out / world / "feature_cache",
-            )
+            table1 = dataclasses.replace(config.table1, protocol=protocol, seed=config.seed)
+            report = measured_cell(out / world / protocol, table1)
+            if report is None:
+                logging.info("world %s, protocol %s", world, protocol)
+                report = reproduce_table1(
+                    dataset, out / world / protocol, table1, feedback, features_dir=out / world / "features",
+                    user_branch_dir=out / world / "user_branch", feature_cache_dir=out / world / "feature_cache",
+                )
             cells.append(summarize_cell(world, protocol, report))
             _write(out, config, cells)  # after every cell: a long campaign keeps what it measured
     return _write(out, config, cells)
+
+
+def measured_cell(cell_dir: pathlib.Path, table1: Table1Config) -> Optional[dict]:
+    """The report a previous (interrupted) campaign left for this cell, if it measured this same recipe."""
+    path = cell_dir / "table1.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    if report.get("training") != json.loads(json.dumps(dataclasses.asdict(table1))):
+        return None
+    logging.info("reusing %s: measured with this recipe before", path)
+    return report
 
 
 def summarize_cell(world: str, protocol: str, report: dict) -> dict:
