@@ -20,9 +20,10 @@ from musicrec.data.user_examples import (
     read_user_examples,
     write_user_examples,
 )
+from musicrec.trainer.ranking import queries
 from musicrec.trainer.retrieval_eval import popularity_metrics, model_metrics
 from musicrec.trainer.user_config import UserBranchConfig
-from musicrec.trainer.user_layers import MaskedMean
+from musicrec.trainer.user_layers import OOV_INDEX, IdEmbedding, MaskedMean
 from musicrec.trainer.user_loss import retrieval_loss
 from musicrec.trainer.user_training import ValidationRecall, split_validation, train_user_branch
 from musicrec.trainer.user_export import (
@@ -43,6 +44,11 @@ def branch_data(tiny_dataset):
 @pytest.fixture(scope="module")
 def trained(branch_data):
     return train_user_branch(branch_data, UserBranchConfig(epochs=15), verbose=0)
+
+
+@pytest.fixture(scope="module")
+def hybrid(branch_data):
+    return train_user_branch(branch_data, UserBranchConfig(query="hybrid", epochs=10, early_stopping_patience=0), verbose=0)
 
 
 def test_examples_follow_time_and_hold_out_the_last_liked_tracks(branch_data):
@@ -208,3 +214,58 @@ def test_tf_examples_round_trip_to_the_same_training_data(branch_data, tmp_path)
     original = {u: set(h[h != PAD]) for u, h in zip(branch_data.test.columns["user_id"], branch_data.test.columns["history_track_ids"])}
     for user, history in zip(rebuilt.latest.columns["user_id"], rebuilt.latest.columns["history_track_ids"]):
         assert set(history[history != PAD]) == original[user]
+
+
+def test_id_dropout_looks_ids_up_as_oov_in_training_only():
+    layer = IdEmbedding([f"u{i}" for i in range(10)], 4, "user", oov_dropout=0.3)
+    ids = tf.constant([f"u{i % 10}" for i in range(4000)] + [PAD, "never-seen"])
+    training = layer.indices(ids, training=True).numpy()
+    dropped = (training[:4000] == OOV_INDEX).mean()
+    assert 0.26 < dropped < 0.34  # binomial(4000, 0.3): sd 0.007
+    assert training[4000] == 0 and training[4001] == OOV_INDEX  # padding stays padding
+    assert (layer.indices(ids, training=False).numpy()[:4000] > OOV_INDEX).all()
+    assert (IdEmbedding(["u0"], 4, "plain").indices(ids, training=True).numpy()[:4000:10] > OOV_INDEX).all()
+
+
+def test_hybrid_tower_embeds_seen_users_by_id_and_new_users_from_history(hybrid, branch_data, tmp_path):
+    assert hybrid.history["loss"][-1] < hybrid.history["loss"][0]
+    trained_users = np.isin(branch_data.latest.columns["user_id"], branch_data.train.columns["user_id"])
+    seen = branch_data.latest.take(np.flatnonzero(trained_users)[:4])
+    as_new = seen.take(np.arange(4))
+    as_new.columns["user_id"] = np.asarray(["never-seen-user"] * 4, dtype=object)
+    # A seen user's id moves their UE away from what their history and demographics alone give.
+    by_id, without_id = hybrid.user_embeddings(seen), hybrid.user_embeddings(as_new)
+    assert np.linalg.norm(by_id - without_id, axis=1).min() > 1e-3
+    # New users: every unknown id is the one OOV row, so their UEs come from history and
+    # demographics, and differ from user to user.
+    new_users = queries(branch_data.new_users).take(np.arange(4))
+    renamed = new_users.take(np.arange(4))
+    renamed.columns["user_id"] = np.asarray([f"other-{i}" for i in range(4)], dtype=object)
+    embedded = hybrid.user_embeddings(new_users)
+    np.testing.assert_allclose(embedded, hybrid.user_embeddings(renamed), atol=1e-6)
+    assert np.all(np.isfinite(embedded)) and np.linalg.norm(embedded - embedded[:1], axis=1)[1:].min() > 1e-3
+    metrics = model_metrics(hybrid, branch_data, branch_data.new_users)
+    assert metrics["test_users"] == len(set(branch_data.new_users.columns["user_id"]))
+    # The export takes the id too; a new user's id reaches the OOV row there as well.
+    out = export_user_branch(hybrid, branch_data, tmp_path / "export", top_k=5)
+    embed = tf.saved_model.load(str(out / "user_tower")).signatures[EMBED_USER_SIGNATURE]
+    assert "user_id" in embed.structured_input_signature[1]
+    feed = {name: tf.constant(values[:4]) for name, values in signature_inputs(branch_data, hybrid).items()}
+    np.testing.assert_allclose(embed(**feed)["user_embedding"].numpy(), hybrid.user_embeddings(branch_data.latest.take(np.arange(4))), atol=1e-5)
+
+
+def test_id_dropout_trains_the_oov_row_the_new_users_get(branch_data):
+    # Without dropout no example reaches the OOV row, so it keeps its initial value; with it,
+    # training moves it (the training flag reaches the tower through compute_loss).
+    def oov_row(dropout):
+        config = UserBranchConfig(query="hybrid", user_id_dropout=dropout, epochs=1, early_stopping_patience=0)
+        return train_user_branch(branch_data, config, verbose=0).model.query_tower._user_embedding.embedding.embeddings.numpy()[OOV_INDEX]
+    assert not np.allclose(oov_row(0.5), oov_row(0.0))
+
+
+def test_config_refuses_unknown_queries_and_dropout_outside_0_1():
+    with pytest.raises(ValueError, match="query must be one of"):
+        UserBranchConfig(query="hybird")
+    with pytest.raises(ValueError, match="probability"):
+        UserBranchConfig(query="hybrid", user_id_dropout=1.5)
+

@@ -8,6 +8,7 @@ import dataclasses
 from typing import Tuple
 
 EMBEDDING_DIM = 40
+QUERIES = ("history", "user_id", "hybrid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,8 +19,13 @@ class UserBranchConfig:
     hidden_units: Tuple[int, ...] = (128, 64)
     demographic_embedding_dim: int = 8
     leaky_relu_alpha: float = 0.2
-    # "history": history + demographics (the paper); "user_id": the MF baseline.
+    # "history": history + demographics (the paper); "user_id": the MF baseline; "hybrid":
+    # a user-id embedding beside history and demographics, for users seen in training.
     query: str = "history"
+    # Hybrid only: in training, each example's user id is replaced by the out-of-vocabulary id
+    # with this probability (id dropout, as DropoutNet drops preference inputs), so the tower
+    # also learns to embed users without an id: new users, whose id is OOV at serving time.
+    user_id_dropout: float = 0.5
     batch_size: int = 256
     # The most epochs; with early stopping training usually ends sooner.
     epochs: int = 40
@@ -46,5 +52,16 @@ class UserBranchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.query not in ("history", "user_id"):
-            raise ValueError(f"query must be 'history' or 'user_id', not {self.query!r}")
+        if self.query not in QUERIES:
+            raise ValueError(f"query must be one of {', '.join(map(repr, QUERIES))}, not {self.query!r}")
+        if not 0.0 <= self.user_id_dropout <= 1.0:
+            raise ValueError(f"user_id_dropout is a probability, not {self.user_id_dropout}")
+
+    @property
+    def uses_user_id(self) -> bool:
+        return self.query in ("user_id", "hybrid")
+
+    @property
+    def uses_history(self) -> bool:
+        """History + demographics: the towers that embed new users."""
+        return self.query in ("history", "hybrid")

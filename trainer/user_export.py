@@ -1,6 +1,7 @@
 """Exports of the user branch: the user-tower and retrieval SavedModels, and the embedding tables.
 
   user_tower/   SavedModel, signature `embed_user`: history ids + demographics -> UE [batch, 40]
+                (the hybrid tower also takes `user_id`; an id outside training embeds as a new user)
   retrieval/    SavedModel, signature `recommend_tracks`: the same inputs -> top-k (scores, track_ids),
                 a TFRS BruteForce index over every candidate track
   user_embeddings.parquet   user_id, embedding (40 floats): the UE of every user with a liked track
@@ -36,12 +37,14 @@ def input_signature(trained: TrainedUserBranch, history_length: int) -> Dict[str
     spec = {name: tf.TensorSpec([None, history_length], tf.string, name=name) for name in HISTORY_FEATURES}
     spec.update({name: tf.TensorSpec([None], tf.float32, name=name) for name in trained.vocab.numeric})
     spec.update({name: tf.TensorSpec([None], tf.string, name=name) for name in trained.vocab.categorical})
+    if trained.config.uses_user_id:
+        spec["user_id"] = tf.TensorSpec([None], tf.string, name="user_id")
     return spec
 
 
 def export_user_branch(trained: TrainedUserBranch, data: UserBranchData, out_dir, top_k: int = 100) -> pathlib.Path:
-    if trained.config.query != "history":
-        raise ValueError("only the history + demographics model is exported (the user-id model cannot embed new users)")
+    if not trained.config.uses_history:
+        raise ValueError("only the towers with history + demographics are exported (the user-id model cannot embed new users)")
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history_length = data.train.columns["history_track_ids"].shape[1]

@@ -54,21 +54,37 @@ class Vocabularies:
         )
 
 
+OOV_INDEX = 1
+
+
 class IdEmbedding(keras.layers.Layer):
     """String ids -> embeddings. '' is padding (index 0); ids outside the vocabulary
-    share one out-of-vocabulary row (index 1), which `known` lets callers mask."""
+    share one out-of-vocabulary row (index 1), which `known` lets callers mask.
 
-    def __init__(self, vocabulary: Sequence[str], dim: int, name: str):
+    `oov_dropout`: in training, each id is looked up as OOV with this probability, so
+    the OOV row learns to stand for any id (what an id never seen in training gets).
+    """
+
+    def __init__(self, vocabulary: Sequence[str], dim: int, name: str, oov_dropout: float = 0.0):
         super().__init__(name=name)
         self.lookup = keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=PAD, num_oov_indices=1, name=f"{name}_lookup")
         self.embedding = keras.layers.Embedding(len(vocabulary) + 2, dim, name=f"{name}_embedding")
+        self.oov_dropout = oov_dropout
 
-    def call(self, ids):
-        return self.embedding(self.lookup(ids))
+    def call(self, ids, training=None):
+        return self.embedding(self.indices(ids, training))
+
+    def indices(self, ids, training=None) -> tf.Tensor:
+        """Row of each id: 0 padding, 1 OOV (or dropped in training), 2.. the vocabulary."""
+        indices = self.lookup(ids)
+        if training and self.oov_dropout:
+            dropped = (tf.random.uniform(tf.shape(indices)) < self.oov_dropout) & (indices > OOV_INDEX)
+            indices = tf.where(dropped, tf.constant(OOV_INDEX, indices.dtype), indices)
+        return indices
 
     def known(self, ids) -> tf.Tensor:
         """True where the id is in the vocabulary (not padding, not OOV)."""
-        return self.lookup(ids) > 1
+        return self.lookup(ids) > OOV_INDEX
 
 
 class MaskedMean(keras.layers.Layer):
