@@ -81,6 +81,8 @@ def _table1_config(args, **fields):
 
     if args.variants:
         fields["rows"] = parse_rows(args.variants)
+    if args.baselines is not None:
+        fields["baselines"] = tuple(filter(None, args.baselines.split(",")))
     return Table1Config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or None,
                         early_stopping_patience=args.early_stopping_patience, lr_schedule=args.lr_schedule, **fields)
 
@@ -89,6 +91,10 @@ def _add_recipe_args(p, default_variants: str):
     p.add_argument("--variants", default=default_variants,
                    help="comma-separated variants, each NAME or NAME@SECONDS (context; default 3 s)"
                         + (f" (default {default_variants})" if default_variants else " (default: the paper's Table 1 rows)"))
+    from musicrec.trainer.practitioner_baselines import BASELINES
+
+    p.add_argument("--baselines", help=f"comma-separated practitioner baselines on the same test pairs (default {','.join(BASELINES)}; "
+                                       "musicnn runs musicnn on every track, minutes per hundred tracks on 2 cores)")
     p.add_argument("--epochs", type=int, default=10, help="the most epochs per variant (default 10)")
     p.add_argument("--steps-per-epoch", type=int, default=150,
                    help="training steps per epoch; 0 = one pass over the liked training pairs (default 150)")
