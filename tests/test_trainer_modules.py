@@ -1,6 +1,7 @@
 """The TFX Trainer entry points (`run_fn`) of both branches, called the way TFX's Trainer calls them."""
 
 import json
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -12,6 +13,7 @@ from musicrec.data.audio_pairs import build_audio_pairs, user_queries, write_pai
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import build_user_examples, write_user_examples
 from musicrec.trainer import audio_module, user_module
+from musicrec.trainer.retrieval_eval import HYBRID, MF, POPULARITY, TWO_TOWER
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
 from musicrec.names import EMBED_LOG_MEL_SIGNATURE, EMBED_USER_SIGNATURE, SCORE_EXAMPLES_SIGNATURE, USER_EMBEDDINGS_FILE
 
@@ -19,18 +21,32 @@ from musicrec.names import EMBED_LOG_MEL_SIGNATURE, EMBED_USER_SIGNATURE, SCORE_
 def test_user_branch_run_fn_trains_reports_and_exports(tiny_dataset, tmp_path):
     data = build_user_examples(load_dataset(tiny_dataset))
     write_user_examples(data.train, tmp_path / "train.gz")
-    write_user_examples(data.test, tmp_path / "eval.gz")
+    write_user_examples(data.test, tmp_path / "eval-0.gz")
+    write_user_examples(data.new_users, tmp_path / "eval-1.gz")
     args = FnArgs(
-        train_files=[str(tmp_path / "train.gz")], eval_files=[str(tmp_path / "eval.gz")],
+        train_files=[str(tmp_path / "train.gz")], eval_files=[str(tmp_path / "eval-*.gz")],
         serving_model_dir=str(tmp_path / "serving"), model_run_dir=str(tmp_path / "run"),
-        custom_config={"user_branch": {"epochs": 3}},
+        custom_config={"user_branch": {"epochs": 3, "query": "hybrid"}},
     )
     user_module.run_fn(args)
     report = json.loads((tmp_path / "run" / user_module.REPORT_FILE).read_text())
-    assert report["config"]["epochs"] == 3
-    assert set(report["metrics"]) == {"two-tower (history + demographics)", "matrix factorisation (user id)", "popularity"}
+    assert report["config"]["epochs"] == 3 and report["config"]["query"] == "hybrid"
+    # The hybrid beside the same tower without the id, MF and popularity, all from this one run;
+    # on new users only the towers that embed them, and popularity.
+    assert set(report["metrics"]) == {HYBRID, TWO_TOWER, MF, POPULARITY}
+    assert set(report["new_user_metrics"]) == {HYBRID, TWO_TOWER, POPULARITY}
+    for who, users in (("metrics", data.test), ("new_user_metrics", data.new_users)):
+        assert {m["test_targets"] for m in report[who].values()} == {len(users)}
+        for metrics in report[who].values():
+            assert metrics["k@1%"] == math.ceil(0.01 * metrics["catalogue"]) and metrics["k@5%"] == math.ceil(0.05 * metrics["catalogue"])
+            assert 0.0 <= metrics["recall@1%"] <= metrics["recall@5%"] <= metrics["recall@200"] <= 1.0
+    assert set(report["checks"]) == {f"{name} beats popularity on new users at recall@{share}"
+                                     for name in (HYBRID, TWO_TOWER) for share in ("1%", "5%")}
+    table = (tmp_path / "run" / "user_branch_report.md").read_text()
+    assert "| recall@1% | recall@5% |" in table and f"1% K = {report['metrics'][MF]['k@1%']}" in table
     assert (tmp_path / "serving" / USER_EMBEDDINGS_FILE).exists()
-    assert EMBED_USER_SIGNATURE in tf.saved_model.load(str(tmp_path / "serving" / "user_tower")).signatures
+    tower = tf.saved_model.load(str(tmp_path / "serving" / "user_tower")).signatures[EMBED_USER_SIGNATURE]
+    assert "user_id" in tower.structured_input_signature[1]
 
 
 def test_audio_branch_run_fn_trains_reports_and_exports(tiny_dataset, tiny_features_dir, tiny_user_branch, tiny_log_mels, tmp_path):

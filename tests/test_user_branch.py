@@ -20,7 +20,7 @@ from musicrec.data.user_examples import (
     read_user_examples,
     write_user_examples,
 )
-from musicrec.trainer.ranking import queries
+from musicrec.trainer.ranking import queries, ranking_metrics, share_k
 from musicrec.trainer.retrieval_eval import popularity_metrics, model_metrics
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.trainer.user_layers import OOV_INDEX, IdEmbedding, MaskedMean
@@ -269,3 +269,13 @@ def test_config_refuses_unknown_queries_and_dropout_outside_0_1():
     with pytest.raises(ValueError, match="probability"):
         UserBranchConfig(query="hybrid", user_id_dropout=1.5)
 
+
+def test_recall_at_a_share_of_the_catalogue_is_recall_at_its_k(trained, branch_data):
+    assert [share_k(s, n) for s, n in ((0.01, 95), (0.01, 100), (0.01, 101), (0.05, 600), (0.05, 576))] == [1, 1, 2, 30, 29]
+    track_ids, candidates = trained.candidate_embeddings()
+    scores = trained.user_embeddings(queries(branch_data.test)) @ candidates.T
+    metrics = ranking_metrics(scores, track_ids, branch_data)
+    assert metrics["k@5%"] == share_k(0.05, len(track_ids)) > metrics["k@1%"] == share_k(0.01, len(track_ids))
+    for share in ("1%", "5%"):
+        k = metrics[f"k@{share}"]
+        assert metrics[f"recall@{share}"] == ranking_metrics(scores, track_ids, branch_data, ks=(k,), shares=())[f"recall@{k}"]

@@ -45,6 +45,7 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
         "config": dataclasses.asdict(config),
         "metrics": report.metrics,
         "new_user_metrics": report.new_user_metrics,
+        "checks": report.checks,
         "epochs_trained": report.epochs,
         "excluded_users": data.excluded_users,
     }

@@ -99,7 +99,7 @@ class ValidationRecall(keras.callbacks.Callback):
     def evaluate(self, model: TwoTowerModel) -> float:
         track_ids, candidates = embed_catalogue(model, self._vocab)
         scores = embed_queries(model, self._queries, self._vocab, self._config) @ candidates.T
-        metrics = ranking_metrics(scores, track_ids, self._data, self._validation, ks=(self._config.early_stopping_k,))
+        metrics = ranking_metrics(scores, track_ids, self._data, self._validation, ks=(self._config.early_stopping_k,), shares=())
         return metrics[f"recall@{self._config.early_stopping_k}"]
 
     def on_epoch_end(self, epoch, logs=None):
