@@ -24,7 +24,7 @@ from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data import contract
 from musicrec.pipeline.config import PipelineConfig
 from musicrec.pipeline.demo import has_oracle, summarize
-from musicrec.pipeline.evaluation import find_evaluation, write_report
+from musicrec.pipeline.evaluation import find_evaluation, run_evaluation, write_report
 from musicrec.pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
 from musicrec.pipeline.runs import abandon_interrupted, find_run, runs_newest_first
 from musicrec.components.practitioner_baselines.component import read_baselines
@@ -121,9 +121,9 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
     assert next(iter(user(**inputs).values())).shape == (1, 40)
 
 
-def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(first_run, capsys):
+def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(first_run):
     """The run's PractitionerBaselines figures are what practitioner_baselines computes on the run's own
-    train and test pairs; the summary prints them beside the audio models scored on the same pairs."""
+    train and test pairs; the evaluation report puts them beside the audio models scored on the same pairs."""
     config, outputs, _ = first_run
     run = find_run(config.run_dir, outputs["run_id"])
     written, pairs = read_baselines(run.output_path("PractitionerBaselines", "baselines"))
@@ -146,15 +146,15 @@ def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(f
         assert pair_auc(pairs, pairs[f"score.{result.name}"]).pooled == pytest.approx(row["pooled"])
     assert recorded["test_pairs"].int_value == len(test)
 
-    summary = summarize(config, outputs)
-    printed = capsys.readouterr().out
-    shown = {row["name"]: row for row in summary["baselines"]}
+    evaluation = run_evaluation(run)  # what the summary and show-eval print (test_demo_command... runs both)
+    shown = {row["name"]: row for row in evaluation.baselines.rows}
     assert list(shown) == ["AudioTrainer", "BaselineTrainer", "popularity", "metadata_genre"]
     assert all(row["pairs"] == len(test) for row in shown.values())
     # The audio models' pooled AUC on these pairs is the Evaluator's (TFMA) on its test split.
-    overall = summary["evaluation"]["overall"]
+    overall = evaluation.overall()
     assert shown["AudioTrainer"]["pooled"] == pytest.approx(overall["auc"], abs=0.005)
     assert shown["BaselineTrainer"]["pooled"] == pytest.approx(overall["baseline_auc"], abs=0.005)
+    printed = evaluation.table()
     for row in shown.values():
         assert f"| {row['description']} | {row['pooled']:.3f} | {row['per_user']:.3f} |" in printed
     assert "Not run (not in practitioner_baselines): musicnn" in printed
@@ -259,9 +259,9 @@ def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_
     shown = subprocess.run([sys.executable, "-m", "musicrec.cli", "show-eval", config.run_dir, "--out", str(tmp_path / "eval")],
                            capture_output=True, text=True, timeout=300)
     assert shown.returncode == 0 and "popularity_bucket" in shown.stdout and (tmp_path / "eval" / "index.html").exists()
-    for row in summary["baselines"]:  # show-eval prints the summary's baseline rows, and its page shows them
+    for row in summary["baselines"]:  # the summary and show-eval print the baseline rows, and its page shows them
         figures = f"| {row['pooled']:.3f} | {row['per_user']:.3f} |"
-        assert f"| {row['description']} {figures}" in shown.stdout
+        assert f"| {row['description']} {figures}" in result.stdout and f"| {row['description']} {figures}" in shown.stdout
         assert html.escape(f"| {row['description']} {figures}") in (tmp_path / "eval" / "index.html").read_text()
     assert len(pd.read_csv(tmp_path / "eval" / "baselines.csv")) == len(summary["baselines"]) == 4
 
