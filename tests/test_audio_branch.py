@@ -59,6 +59,9 @@ def test_every_variant_builds_and_gives_one_loss_per_example(variant, seconds):
         batch.update(track=tf.random.normal([2, frames, 128]), label=tf.constant([1.0, 0.0]))
     else:
         batch.update(liked=tf.random.normal([2, frames, 128]), disliked=tf.random.normal([2, config.negatives, frames, 128]))
+        if config.needs_liked_mask:  # user 0 liked the first example's track, user 3 the second's
+            batch["liked_by"] = tf.constant([[True] + [False] * (2 * config.negatives + 1),
+                                             [False] * (config.negatives + 1) + [True] + [False] * config.negatives])
     losses = model.example_losses(batch)
     assert losses.shape == (2,) and np.all(np.isfinite(losses.numpy()))
     assert model.embed(tf.random.normal([3, frames, 128])).shape == (3, 40)

@@ -1,13 +1,24 @@
 """The audio branch: a Siamese CNN whose audio embeddings (AE) live in the user-embedding space.
 
-One builder, six variants (the paper's Table 1) as configurations:
+One builder (`AudioBranchConfig` + `SiameseAudioModel`); the paper's six
+Table 1 models and the later variants are configurations of it:
 
-| variant      | user vector              | audio inputs            | loss                                   |
-|--------------|--------------------------|-------------------------|----------------------------------------|
-| basic_binary | UE (frozen)              | one liked or disliked   | BCE of sigmoid(cos)                    |
-| dcue_1vs1    | user-id lookup (learned) | 1 liked, 1 disliked     | cosine hinge                           |
-| multi_1vs1/4 | UE (frozen)              | 1 liked, 1 / 4 disliked | softmax over cosines, categorical CE   |
-| metric_1vs1/4| UE (frozen)              | 1 liked, 1 / 4 disliked | cosine hinge, Eq. 3 (the proposed one) |
+| variant               | user vector              | audio inputs            | loss                                   |
+|-----------------------|--------------------------|-------------------------|----------------------------------------|
+| basic_binary          | UE (frozen)              | one liked or disliked   | BCE of sigmoid(cos)                    |
+| dcue_1vs1             | user-id lookup (learned) | 1 liked, 1 disliked     | cosine hinge                           |
+| multi_1vs1/4          | UE (frozen)              | 1 liked, 1 / 4 disliked | softmax over cosines, categorical CE   |
+| metric_1vs1/4         | UE (frozen)              | 1 liked, 1 / 4 disliked | cosine hinge, Eq. 3 (the proposed one) |
+| metric_1vs4_adapted   | UE -> trainable map      | 1 liked, 4 disliked     | cosine hinge                           |
+| contrastive_1vs4      | UE (frozen)              | 1 liked, 4 disliked     | InfoNCE over every track in the batch  |
+| metric_1vs4_augmented | UE (frozen)              | as Metric-1vs4, log-mels with random gain and EQ tilt | cosine hinge |
+| metric_1vs4_hard      | UE (frozen)              | 1 liked, 4 disliked + 4 mined in the batch | cosine hinge        |
+
+Each later variant changes one thing of Metric-1vs4, so each is measured
+against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
+user_vector="adapted_ue", augment=True)`). Every variant exports the same
+serving graph: log-mel -> AE, scored by cosine against a UE table (the
+adapted variant's table is the UEs through its map: `SiameseAudioModel.adapt`).
 
 The encoder (shared by every input, so the network is Siamese) follows DCUE's
 public model: 1-D convolutions over time with the 128 mel bins as channels.
@@ -44,20 +55,46 @@ VARIANTS: Dict[str, dict] = {
     "multi_1vs4": dict(user_vector="ue", negatives=4, loss="softmax"),
     "metric_1vs1": dict(user_vector="ue", negatives=1, loss="hinge"),
     "metric_1vs4": dict(user_vector="ue", negatives=4, loss="hinge"),
+    # Issue 12's candidates, each Metric-1vs4 with one change.
+    "metric_1vs4_adapted": dict(user_vector="adapted_ue", negatives=4, loss="hinge"),
+    "contrastive_1vs4": dict(user_vector="ue", negatives=4, loss="infonce"),
+    "metric_1vs4_augmented": dict(user_vector="ue", negatives=4, loss="hinge", augment=True),
+    "metric_1vs4_hard": dict(user_vector="ue", negatives=4, loss="hinge", hard_negatives=4),
 }
 LR_SCHEDULES = ("inverse_time", "cosine")
+USER_VECTORS = ("ue", "adapted_ue", "lookup")
+LOSSES = ("hinge", "softmax", "binary", "infonce")
 PAPER_NAMES = {
     "basic_binary": "Basic-Binary", "dcue_1vs1": "DCUE-1vs1", "multi_1vs1": "Multi-1vs1",
     "multi_1vs4": "Multi-1vs4", "metric_1vs1": "Metric-1vs1", "metric_1vs4": "Metric-1vs4",
 }
+VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the later ones
+    **PAPER_NAMES, "metric_1vs4_adapted": "Metric-1vs4 + UE adapter", "contrastive_1vs4": "Contrastive-1vs4",
+    "metric_1vs4_augmented": "Metric-1vs4 + augmentation", "metric_1vs4_hard": "Metric-1vs4 + hard negatives",
+}
+EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class AudioBranchConfig:
-    user_vector: str = "ue"  # "ue": frozen user-branch UE; "lookup": learned user-id embedding (DCUE)
+    # "ue": the user branch's UE, frozen; "adapted_ue": the frozen UE through a trainable linear
+    # map (identity at the start) trained with the audio loss, applied to every UE, new users'
+    # too; "lookup": a learned user-id embedding (DCUE).
+    user_vector: str = "ue"
     negatives: int = 4  # disliked tracks per liked one; 0 = one track per example (Basic-Binary)
-    loss: str = "hinge"  # "hinge" | "softmax" | "binary"
+    loss: str = "hinge"  # "hinge" | "softmax" | "binary" | "infonce"
     margin: float = 0.2
+    # InfoNCE (Ferraro et al. 2021): softmax of cosine / temperature over every track in the batch,
+    # the example's own liked one the target; tracks the user liked in training are left out.
+    temperature: float = 0.1
+    # Extra negatives per example: the in-batch tracks (other examples' crops) the user's vector
+    # scores highest among those the user did not like in training.
+    hard_negatives: int = 0
+    # Random gain and EQ tilt on every training crop's log-mel (dB ranges, each +/-; the tilt is
+    # the change from the lowest to the highest mel bin). Time shift is the random crop itself.
+    augment: bool = False
+    augment_gain_db: float = 6.0
+    augment_tilt_db: float = 6.0
     context_seconds: float = 3.0
     embedding_dim: int = 40
     conv_widths: Tuple[int, ...] = (64, 128, 128, 192, 256)
@@ -79,14 +116,17 @@ class AudioBranchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.user_vector not in ("ue", "lookup"):
-            raise ValueError(f"user_vector must be 'ue' or 'lookup', not {self.user_vector!r}")
-        if self.loss not in ("hinge", "softmax", "binary"):
-            raise ValueError(f"loss must be 'hinge', 'softmax' or 'binary', not {self.loss!r}")
-        if (self.loss == "binary") != (self.negatives == 0):
+        for field, value, allowed in (("user_vector", self.user_vector, USER_VECTORS), ("loss", self.loss, LOSSES),
+                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+            if value not in allowed:
+                raise ValueError(f"{field} must be one of {allowed}, not {value!r}")
+        if (self.loss == "binary") != (self.negatives == 0) and self.loss != "infonce":
             raise ValueError("the binary loss takes one track per example (negatives=0), and only it does")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, not {self.lr_schedule!r}")
+        if self.hard_negatives and self.loss in ("binary", "infonce"):
+            raise ValueError("hard_negatives adds negatives to the hinge or softmax loss; the binary loss has none "
+                             "and InfoNCE already scores every track in the batch")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, not {self.temperature}")
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "AudioBranchConfig":
@@ -97,6 +137,11 @@ class AudioBranchConfig:
     @property
     def context_frames(self) -> int:
         return DEFAULT.num_frames(self.context_seconds)
+
+    @property
+    def needs_liked_mask(self) -> bool:
+        """Whether training scores other examples' tracks, and so must know which ones each user liked."""
+        return self.loss == "infonce" or self.hard_negatives > 0
 
 
 def build_audio_encoder(config: AudioBranchConfig, n_mels: int = DEFAULT.n_mels) -> keras.Model:
@@ -132,6 +177,32 @@ def binary_loss(similarity: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=label, logits=similarity)
 
 
+def infonce_loss(batch_similarity: tf.Tensor, liked_by: tf.Tensor, tracks_per_example: int,
+                 temperature: float) -> tf.Tensor:
+    """InfoNCE per example over every track in the batch.
+
+    batch_similarity [B, B * m]: cos(user of example b, track c), tracks in
+    example order (example b's liked track at column b * m, then its m - 1
+    disliked ones); liked_by [B, B * m]: the user liked track c in training.
+    The target is the example's own liked track; the user's other liked
+    tracks are left out (not negatives), every other track is one.
+    """
+    targets = tf.range(tf.shape(batch_similarity)[0]) * tracks_per_example
+    own = tf.one_hot(targets, tf.shape(batch_similarity)[1], on_value=True, off_value=False)
+    logits = tf.where(liked_by & ~own, EXCLUDED_LOGIT, batch_similarity / temperature)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+
+
+def hardest_negatives(batch_similarity: tf.Tensor, liked_by: tf.Tensor, tracks_per_example: int, count: int) -> tf.Tensor:
+    """[B, count]: the highest cosines of each example's user with the batch's other examples'
+    tracks that the user did not like in training (mining; the example's own tracks are already in
+    its loss). Fewer candidates than `count` (a tiny last batch) give fewer negatives."""
+    batch = tf.shape(batch_similarity)[0]
+    own = tf.repeat(tf.eye(batch, dtype=tf.bool), tracks_per_example, axis=1)
+    candidates = tf.where(liked_by | own, EXCLUDED_LOGIT, batch_similarity)
+    return tf.math.top_k(candidates, k=tf.minimum(count, tf.shape(candidates)[1])).values
+
+
 class SiameseAudioModel(keras.Model):
     """User vector + shared audio encoder, trained with the configured loss."""
 
@@ -140,15 +211,28 @@ class SiameseAudioModel(keras.Model):
         self.config = config
         self.encoder = build_audio_encoder(config)
         n_users = user_vectors.shape[0]
-        if config.user_vector == "ue":
+        if config.user_vector == "lookup":
+            self.user_vectors = keras.layers.Embedding(n_users, config.embedding_dim, name="user_id_embedding")
+        else:
             self.user_vectors = keras.layers.Embedding(
                 n_users, user_vectors.shape[1], embeddings_initializer=keras.initializers.Constant(user_vectors),
                 trainable=False, name="user_embedding_frozen",
             )
-        else:
-            self.user_vectors = keras.layers.Embedding(n_users, config.embedding_dim, name="user_id_embedding")
         self.user_vectors.build((None,))
+        self.adapter = None
+        if config.user_vector == "adapted_ue":
+            # A linear map that starts as the identity: training begins from the paper's frozen UEs.
+            self.adapter = keras.layers.Dense(user_vectors.shape[1], kernel_initializer="identity", name="user_adapter")
+            self.adapter.build((None, user_vectors.shape[1]))
         self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def adapt(self, vectors: tf.Tensor) -> tf.Tensor:
+        """UEs -> the vectors AEs are scored against (the identity without an adapter)."""
+        return vectors if self.adapter is None else self.adapter(vectors)
+
+    def user_table(self) -> np.ndarray:
+        """Every user's vector as scored: the (adapted) UEs, or the learned id embeddings (DCUE)."""
+        return self.adapt(self.user_vectors.embeddings).numpy()
 
     def embed(self, log_mels: tf.Tensor, training: bool = False) -> tf.Tensor:
         shape = tf.shape(log_mels)
@@ -157,17 +241,25 @@ class SiameseAudioModel(keras.Model):
         return tf.reshape(embeddings, tf.concat([shape[:-2], [self.config.embedding_dim]], axis=0))
 
     def example_losses(self, batch, training: bool = False) -> tf.Tensor:
-        users = self.user_vectors(batch["user"])
-        if self.config.loss == "binary":
+        users = self.adapt(self.user_vectors(batch["user"]))
+        config = self.config
+        if config.loss == "binary":
             return binary_loss(cosine(users, self.embed(batch["track"], training)), batch["label"])
         # Liked and disliked crops go through the encoder together: one shared network.
-        n = self.config.negatives
         crops = tf.concat([batch["liked"][:, None], batch["disliked"]], axis=1)
-        similarity = cosine(users, self.embed(crops, training))
-        liked, disliked = similarity[:, 0], similarity[:, 1 : n + 1]
-        if self.config.loss == "softmax":
+        tracks = self.embed(crops, training)  # [B, 1 + n, d]
+        if config.needs_liked_mask:  # every user against every track of the batch
+            batch_similarity = cosine(users, tf.reshape(tracks, [-1, config.embedding_dim]), all_pairs=True)
+            if config.loss == "infonce":
+                return infonce_loss(batch_similarity, batch["liked_by"], 1 + config.negatives, config.temperature)
+        similarity = cosine(users, tracks)
+        liked, disliked = similarity[:, 0], similarity[:, 1:]
+        if config.hard_negatives:
+            mined = hardest_negatives(batch_similarity, batch["liked_by"], 1 + config.negatives, config.hard_negatives)
+            disliked = tf.concat([disliked, mined], axis=1)
+        if config.loss == "softmax":
             return softmax_loss(liked, disliked)
-        return hinge_loss(liked, disliked, self.config.margin)
+        return hinge_loss(liked, disliked, config.margin)
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:

@@ -18,6 +18,10 @@ from musicrec.names import AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, SCORE_EXA
 from musicrec.trainer.audio_training import TrainedAudioBranch
 from musicrec.trainer.similarity import cosine
 
+# The adapted variants' UE map (see export_audio_model). Its consumers are the serving export,
+# which should apply it to the UE table it bakes in: then it belongs in musicrec/names.py.
+ADAPT_USER_SIGNATURE = "adapt_user_embedding"
+
 
 class PairScorer(tf.Module):
     """Liked probability of (user_id, track_id) pairs given as serialized tf.Examples.
@@ -58,7 +62,9 @@ class PairScorer(tf.Module):
 
 def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> pathlib.Path:
     """SavedModel at `path`: `embed_log_mel` (also `serving_default`): log-mel [batch, frames, 128]
-    -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates).
+    -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates); with
+    a UE adapter also `adapt_user_embedding`: UE [batch, 40] -> the vector AEs are scored
+    against, for any user (new ones too), so a UE table can be adapted where it is built.
 
     Serving (the audio_embedder) puts decoding and the log-mel front end in
     front of `embed_log_mel`.
@@ -74,6 +80,13 @@ def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairS
     if scorer is not None:
         module.scorer = scorer
         signatures[SCORE_EXAMPLES_SIGNATURE] = scorer.score_examples
+    adapter = trained.model.adapter
+    if adapter is not None:
+        module.adapter = adapter
+        signatures[ADAPT_USER_SIGNATURE] = tf.function(
+            lambda user_embedding: {"user_embedding": adapter(user_embedding)},
+            input_signature=[tf.TensorSpec([None, adapter.kernel.shape[0]], tf.float32, name="user_embedding")],
+        )
     tf.saved_model.save(module, str(path), signatures=signatures)
     return pathlib.Path(path)
 

@@ -4,13 +4,15 @@ Log-mels are computed once per track by the feature component and loaded here
 into one float16 tensor; every epoch draws new random crops of the context
 duration from each track's first 30 s and new disliked tracks for each liked
 one, all inside the tf.data graph, so nothing is recomputed per epoch and the
-input pipeline keeps up with the model.
+input pipeline keeps up with the model. Optionally (`Augmentation`) every crop
+gets a random gain and EQ tilt, also inside the graph.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, Sequence, Tuple
+import math
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,8 @@ import tensorflow as tf
 
 from musicrec.audio.logmel import DEFAULT
 from musicrec.audio.records import parse_example
+
+FLOOR_DB = 10 * math.log10(DEFAULT.amin)  # -100 dB: digital silence, and the padding past a track's end
 
 
 @dataclasses.dataclass
@@ -33,7 +37,7 @@ class LogMelStore:
         if not len(arrays):
             raise ValueError("no log-mel features to load")
         frames = max(a.shape[0] for a in arrays)
-        stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(-100.0), dtype=np.float16)
+        stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(FLOOR_DB), dtype=np.float16)
         for i, array in enumerate(arrays):
             stacked[i, : array.shape[0]] = array
         return cls(np.asarray(track_ids, dtype=object), stacked, np.asarray([a.shape[0] for a in arrays], np.int32))
@@ -85,6 +89,26 @@ class Cropper:
         return tf.cast(tf.gather_nd(self._log_mels, tf.stack([rows, frames], axis=-1)), tf.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Random level and spectral tilt per crop, in dB on its log-mel: what a different master,
+    mix or playback chain changes. Each crop draws a gain in +/-`gain_db` and a tilt in
+    +/-`tilt_db` (the change from the lowest to the highest mel bin, linear over the bins).
+    Silence stays silence: floor values are kept, others do not fall below the floor."""
+
+    gain_db: float
+    tilt_db: float
+
+    def __call__(self, crops: tf.Tensor) -> tf.Tensor:
+        """crops: float32 [..., frames, mels] -> same shape."""
+        crop_shape = tf.shape(crops)[:-2]
+        gain = tf.random.uniform(crop_shape, -self.gain_db, self.gain_db)[..., None, None]
+        tilt = tf.random.uniform(crop_shape, -self.tilt_db, self.tilt_db)[..., None, None]
+        ramp = tf.linspace(-0.5, 0.5, tf.shape(crops)[-1])  # lowest mel bin to highest
+        shifted = tf.maximum(crops + gain + tilt * ramp, FLOOR_DB)
+        return tf.where(crops > FLOOR_DB, shifted, crops)
+
+
 def segment_offsets(length: int, context_frames: int, max_frames: int = DEFAULT.max_frames) -> np.ndarray:
     """Starts of the back-to-back context-length segments within the first 30 s.
 
@@ -109,6 +133,20 @@ class TrainingExamples:
     binary_users: np.ndarray
     binary_labels: np.ndarray
     skipped_users: int  # users with liked but no disliked training tracks (cannot form triplets)
+    liked_keys: np.ndarray  # int64: user index * track_count + store row of every liked training pair
+    track_count: int
+
+    def liked_lookup(self) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+        """(users [B], store rows [C]) -> bool [B, C]: the user liked that track in training (a hash
+        table lookup inside the tf.data graph)."""
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self.liked_keys, np.ones_like(self.liked_keys)), default_value=0)
+
+        def liked_by(users, rows):
+            keys = tf.cast(users, tf.int64)[:, None] * self.track_count + tf.cast(rows, tf.int64)[None, :]
+            return table.lookup(keys) > 0
+
+        return liked_by
 
 
 def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: LogMelStore) -> TrainingExamples:
@@ -128,23 +166,34 @@ def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: Lo
         binary_users=users.astype(np.int32),
         binary_labels=pairs["label"].to_numpy().astype(np.float32),
         skipped_users=int(len(np.unique(users[liked & ~has_negative]))),
+        liked_keys=np.unique(users[liked].astype(np.int64) * len(store.track_ids) + rows[liked]),
+        track_count=len(store.track_ids),
     )
 
 
-def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int, batch_size: int, seed: int) -> tf.data.Dataset:
+def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int, batch_size: int, seed: int,
+                    augment: Optional[Augmentation] = None, liked_mask: bool = False) -> tf.data.Dataset:
     """(user, liked crop, `negatives` disliked crops of the same user), reshuffled and resampled every epoch.
 
     Sampling and cropping run once per batch, vectorised, rather than once per
     example: on a small machine every input cycle is taken from the training step.
+    `liked_mask` adds `liked_by` [B, B * (1 + negatives)]: whether each
+    example's user liked each track of the batch in training (tracks in
+    example order: liked, then disliked), for losses that use other examples' tracks.
     """
     disliked = examples.disliked_rows
+    liked_by = examples.liked_lookup() if liked_mask else None
+    augment = augment or (lambda crops: crops)
 
     def sample_and_crop(users, liked):
         options = tf.gather(disliked, users)  # ragged [batch, None]
         counts = tf.cast(options.row_lengths(), tf.float32)
         picks = tf.cast(tf.floor(tf.random.uniform([tf.shape(users)[0], negatives]) * counts[:, None]), tf.int64)
         negative_rows = tf.gather(options.values, options.row_starts()[:, None] + picks)
-        return {"user": users, "liked": cropper.random(liked), "disliked": cropper.random(negative_rows)}
+        batch = {"user": users, "liked": augment(cropper.random(liked)), "disliked": augment(cropper.random(negative_rows))}
+        if liked_by is not None:
+            batch["liked_by"] = liked_by(users, tf.reshape(tf.concat([liked[:, None], negative_rows], axis=1), [-1]))
+        return batch
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.user_rows, examples.liked_rows))
@@ -155,11 +204,13 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
     )
 
 
-def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int, seed: int) -> tf.data.Dataset:
+def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int, seed: int,
+                   augment: Optional[Augmentation] = None) -> tf.data.Dataset:
     """(user, one crop, liked label) over every training pair (Basic-Binary)."""
+    augment = augment or (lambda crops: crops)
 
     def crop(user, row, label):
-        return {"user": user, "track": cropper.random(row), "label": label}
+        return {"user": user, "track": augment(cropper.random(row)), "label": label}
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.binary_users, examples.binary_rows, examples.binary_labels))

@@ -22,7 +22,7 @@ from musicrec.data.audio_pairs import AudioPairs
 from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
 from musicrec.trainer.audio_data import UserVectors, usable_pairs
 from musicrec.trainer.audio_evaluation import pair_scores, track_embeddings
-from musicrec.trainer.audio_input import Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
+from musicrec.trainer.audio_input import Augmentation, Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
 
 
 @dataclasses.dataclass
@@ -42,8 +42,8 @@ class TrainedAudioBranch:
                 "max_epochs": self.config.epochs, "validation_auc_by_epoch": self.history.get("val_auc", [])}
 
     def user_vectors(self) -> np.ndarray:
-        """The vectors the model scores against: frozen UEs, or the learned id embeddings (DCUE)."""
-        return self.model.user_vectors.embeddings.numpy()
+        """The vectors the model scores against: the (adapted) UEs, or the learned id embeddings (DCUE)."""
+        return self.model.user_table()
 
 
 class _Progress(keras.callbacks.Callback):
@@ -76,12 +76,14 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
     train = usable_pairs(pairs.split("train"), users, store, config.context_frames)
     examples = training_examples(train, users.index(), store)
     cropper = Cropper(store, config.context_frames)
+    augment = Augmentation(config.augment_gain_db, config.augment_tilt_db) if config.augment else None
     if config.loss == "binary":
         count, segments_per_step = len(examples.binary_rows), config.batch_size
-        dataset = binary_dataset(examples, cropper, config.batch_size, config.seed)
+        dataset = binary_dataset(examples, cropper, config.batch_size, config.seed, augment)
     else:
         count, segments_per_step = len(examples.user_rows), config.batch_size * (1 + config.negatives)
-        dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed)
+        dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed, augment,
+                                  liked_mask=config.needs_liked_mask)
     if count == 0:
         raise ValueError("no training examples: no user has both liked and disliked training tracks with audio")
     if examples.skipped_users and config.loss != "binary":
@@ -123,7 +125,7 @@ class ValidationAUC(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         track_ae = track_embeddings(self.model.encoder, self.store, self.context_frames, track_rows=self.track_rows)
-        vectors = self.model.user_vectors.embeddings.numpy()
+        vectors = self.model.user_table()
         scores = pair_scores(self.validation, vectors, self.users.index(), track_ae, self.store)
         auc = float(roc_auc_score(self.validation["label"], scores))
         if logs is not None:
