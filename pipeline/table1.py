@@ -24,7 +24,7 @@ from musicrec.data.audio_pairs import SplitConfig
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
-from musicrec.trainer.audio_branch import PAPER_NAMES, AudioBranchConfig
+from musicrec.trainer.audio_branch import PAPER_NAMES, VARIANT_NAMES, AudioBranchConfig
 from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.audio_data import prepare_audio_branch
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
@@ -102,12 +102,12 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
                                                  steps_per_epoch=config.steps_per_epoch, seed=config.seed,
                                                  early_stopping_patience=config.early_stopping_patience,
                                                  lr_schedule=config.lr_schedule)
-        logging.info("training %s at %.0f s", PAPER_NAMES[variant], seconds)
+        logging.info("training %s at %.0f s", VARIANT_NAMES[variant], seconds)
         trained = train_audio_branch(pairs, store, users, audio_config)
         metrics = evaluate_liked_disliked(trained, pairs, store)
-        results.append({"variant": variant, "model": PAPER_NAMES[variant], "context_seconds": seconds,
+        results.append({"variant": variant, "model": VARIANT_NAMES[variant], "context_seconds": seconds,
                         "segments_per_second": trained.segments_per_second, **trained.training_summary(), **metrics})
-        logging.info("%s at %.0f s: AUC %.3f, precision %.3f", PAPER_NAMES[variant], seconds, metrics["auc"], metrics["precision"])
+        logging.info("%s at %.0f s: AUC %.3f, precision %.3f", VARIANT_NAMES[variant], seconds, metrics["auc"], metrics["precision"])
     report = {"dataset": str(dataset_dir), "protocol": config.protocol, "split": pairs.summary(),
               "training": dataclasses.asdict(config), "results": results,
               "baselines": run_baselines(dataset, pairs, pathlib.Path(feature_cache_dir or out / "feature_cache"), config)}

@@ -14,6 +14,7 @@ from musicrec.trainer.audio_export import ADAPT_USER_SIGNATURE, PairScorer, expo
 from musicrec.trainer.audio_input import FLOOR_DB, Augmentation, LogMelStore, training_examples
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
+from musicrec.pipeline.table1 import Table1Config, parse_rows, reproduce_table1
 
 LATER_VARIANTS = sorted(set(VARIANTS) - set(PAPER_NAMES))
 
@@ -107,3 +108,10 @@ def test_later_variant_trains_and_its_export_loads_back(variant, tiny_pairs, tin
         mapped = model.signatures[ADAPT_USER_SIGNATURE](user_embedding=tf.constant(new_users))["user_embedding"].numpy()
         np.testing.assert_allclose(mapped, trained.model.adapt(new_users).numpy(), atol=1e-5)
 
+
+def test_reproduce_table1_runs_a_later_variant_by_name(tiny_dataset, tiny_features_dir, tiny_user_branch, tmp_path):
+    config = Table1Config(epochs=1, steps_per_epoch=2, rows=parse_rows("contrastive_1vs4"), baselines=("popularity",))
+    report = reproduce_table1(tiny_dataset, tmp_path, config, features_dir=tiny_features_dir, user_branch_dir=tiny_user_branch)
+    (result,) = report["results"]
+    assert (result["variant"], result["model"], result["context_seconds"]) == ("contrastive_1vs4", "Contrastive-1vs4", 3.0)
+    assert "| Contrastive-1vs4 |" in (tmp_path / "table1.md").read_text()
