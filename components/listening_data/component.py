@@ -1,33 +1,35 @@
 """The listening-data ingestion component (ExampleGen-style): dataset folder -> three Examples artifacts.
 
-The dataset folder is a parameter, like ExampleGen's `input_base`; its
-fingerprint (tables and code) is a parameter too, so the cache reruns ingestion exactly when the
-tables or the code changed. It takes the audio feature component's output to know which
-tracks have usable audio (pairs of the others are excluded and counted).
+It runs the ingestion Beam job of `ingest.py` on the pipeline's Beam runner
+(DirectRunner locally, Dataflow at scale, by the pipeline's Beam args). The
+dataset folder is a parameter, like ExampleGen's `input_base`; its fingerprint
+(tables and code) is a parameter too, so the cache reruns ingestion exactly when
+the tables or the code changed. It takes the audio feature component's output to
+know which tracks have usable audio (pairs of the others are excluded and counted).
 What it writes is described in `ingest.py`.
 """
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
-import json
 import logging
 import pathlib
 import time
 
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+import apache_beam as beam
+from tfx.dsl.component.experimental.annotations import BeamComponentParameter, InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import Examples
 
 import musicrec
 from musicrec.components.artifacts import LogMelFeatures
-from musicrec.components.audio_features.transforms import read_index
-from musicrec.components.listening_data.ingest import REPORT_FILE, IngestionConfig, ingest, write_examples
-from musicrec.data.adapters import load_with_adapter
-from musicrec.data.validation import validate_dataset
+from musicrec.components.audio_features.transforms import INDEX_FILE
+from musicrec.components.listening_data.ingest import (
+    ARTIFACT_SPLITS, AudioIndex, IngestionConfig, run_ingestion, table_source,
+)
 from musicrec.trainer.audio_branch import AudioBranchConfig
 
 
-@component
+@component(use_beam=True)
 def ListeningDataGen(
     dataset_dir: Parameter[str],
     dataset_adapter: Parameter[str],
@@ -38,30 +40,25 @@ def ListeningDataGen(
     interactions: OutputArtifact[Examples],
     user_examples: OutputArtifact[Examples],
     audio_pairs: OutputArtifact[Examples],
+    beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
 ) -> None:
-    """Validates the dataset (stops on unusable data with the reasons), then writes the
-    interactions, user-branch examples and audio pairs; every exclusion is counted in the
-    artifacts' custom properties and in `ingestion_report.json`."""
+    """Writes the interactions, user-branch examples and audio pairs (stops on unusable data with
+    the reasons); every rejected row is reported beside the interactions and every exclusion
+    counted in the artifacts' custom properties and in `ingestion_report.json`."""
     del dataset_fingerprint  # only in the cache key
     config = IngestionConfig.from_json(ingestion_config)
     started = time.monotonic()
-    dataset = load_with_adapter(dataset_dir, dataset_adapter)
-    report = validate_dataset(dataset, config.feedback, check_audio=False)
-    logging.info("%s %s", musicrec.LOG_TAG, report.format())
-    if not report.usable:
-        raise ValueError("the dataset cannot be used: " + "; ".join(report.fatal))
-    frames = read_index(log_mel_features.uri)
+    source = table_source(dataset_dir, dataset_adapter)
     context_frames = AudioBranchConfig(context_seconds=context_seconds).context_frames
-    usable = [track for track, n in frames.items() if n >= context_frames]
-    data = ingest(dataset, usable, config)
-    for artifact, splits in ((interactions, data.interactions), (user_examples, data.user_examples), (audio_pairs, data.audio_pairs)):
-        write_examples(artifact.uri, splits)
-        artifact.split_names = artifact_utils.encode_split_names(list(splits))
-        for key, value in data.counts.items():
+    usable = AudioIndex(str(pathlib.Path(log_mel_features.uri) / INDEX_FILE), context_frames)
+    artifacts = {"interactions": interactions, "user_examples": user_examples, "audio_pairs": audio_pairs}
+    report = run_ingestion(beam_pipeline, source, usable, config, {name: a.uri for name, a in artifacts.items()})
+    for name, artifact in artifacts.items():
+        artifact.split_names = artifact_utils.encode_split_names(list(ARTIFACT_SPLITS[name]))
+        for key, value in report.counts.items():
             artifact.set_int_custom_property(key, value)
-        (pathlib.Path(artifact.uri) / REPORT_FILE).write_text(json.dumps(data.counts, indent=2) + "\n")
     seconds = time.monotonic() - started
-    logging.info(
-        "%s ingestion: %d interactions -> %s in %.1f s (%.0f events/s)", musicrec.LOG_TAG, len(dataset.interactions),
-        ", ".join(f"{k} {v}" for k, v in data.counts.items() if "." in k), seconds, len(dataset.interactions) / max(seconds, 1e-9),
-    )
+    events = report.rows_read("interactions")
+    logging.info("%s %s", musicrec.LOG_TAG, report.format(source.files))
+    logging.info("%s ingestion: %d interaction rows in %.1f s (%.0f rows/s)", musicrec.LOG_TAG, events, seconds,
+                 events / max(seconds, 1e-9))

@@ -60,6 +60,15 @@ class AudioPairs:
         }
 
 
+# Why pairs and users are left out of the audio branch (AudioPairs.excluded).
+NO_USABLE_AUDIO = "pairs whose track has no usable audio"
+NO_USER_EMBEDDING = "users without a user embedding"
+
+
+def below_minimum(feedback: FeedbackConfig) -> str:
+    return f"users below {feedback.min_liked} liked / {feedback.min_disliked} disliked tracks with audio"
+
+
 def build_audio_pairs(
     interactions: pd.DataFrame,
     users_with_embedding: Iterable[str],
@@ -70,26 +79,35 @@ def build_audio_pairs(
     labels = feedback_labels(interactions, feedback).labels[["user_id", "track_id", "label", "timestamp"]]
     excluded: Dict[str, int] = {}
     with_audio = labels["track_id"].isin(set(tracks_with_audio))
-    excluded["pairs whose track has no usable audio"] = int((~with_audio).sum())
+    excluded[NO_USABLE_AUDIO] = int((~with_audio).sum())
     labels = labels[with_audio]
     with_ue = labels["user_id"].isin(set(users_with_embedding))
-    excluded["users without a user embedding"] = int(labels.loc[~with_ue, "user_id"].nunique())
+    excluded[NO_USER_EMBEDDING] = int(labels.loc[~with_ue, "user_id"].nunique())
     labels = labels[with_ue]
     counts = labels.groupby(["user_id", "label"]).size().unstack(fill_value=0).reindex(columns=[0, 1], fill_value=0)
-    eligible = counts.index[(counts[1] >= feedback.min_liked) & (counts[0] >= feedback.min_disliked)]
-    excluded[f"users below {feedback.min_liked} liked / {feedback.min_disliked} disliked tracks with audio"] = int(
-        len(counts) - len(eligible)
-    )
+    eligible = counts.index[feedback.is_eligible(counts[1], counts[0])]
+    excluded[below_minimum(feedback)] = int(len(counts) - len(eligible))
     labels = labels[labels["user_id"].isin(eligible)].sort_values(["user_id", "track_id"]).reset_index(drop=True)
     if labels.empty:
-        raise ValueError(f"no (user, track) pairs left for the audio branch; excluded: {excluded}")
+        raise no_pairs_left(excluded)
     rng = np.random.default_rng(split.seed)
     labels["split"] = _SPLITTERS[split.protocol](labels, split.fractions, rng)
     return AudioPairs(pairs=labels, excluded=excluded)
 
 
-def _assign(n: int, fractions, rng: np.random.Generator) -> np.ndarray:
-    """Split names for n shuffled items in the given proportions (rounded, every item assigned)."""
+def no_pairs_left(excluded: Dict[str, int]) -> ValueError:
+    return ValueError(f"no (user, track) pairs left for the audio branch; excluded: {excluded}")
+
+
+def assign_splits(n: int, fractions, rng: np.random.Generator) -> np.ndarray:
+    """Split names for n shuffled items in the given proportions (rounded, every item assigned).
+
+    Every protocol draws from one random sequence (SplitConfig.seed): `per_user`
+    once per (user, label) group of pairs, in (user_id, label) order, each group's
+    pairs in track order; `users` and `cold_tracks` once, for the sorted user or
+    track ids. The ingestion job replays the sequence key by key, so it splits
+    exactly as `build_audio_pairs` does.
+    """
     bounds = np.round(np.cumsum(fractions) * n).astype(int)
     names = np.empty(n, dtype=object)
     start = 0
@@ -102,14 +120,14 @@ def _assign(n: int, fractions, rng: np.random.Generator) -> np.ndarray:
 def _per_user(labels: pd.DataFrame, fractions, rng) -> np.ndarray:
     out = np.empty(len(labels), dtype=object)
     for _, index in labels.groupby(["user_id", "label"]).indices.items():
-        out[index] = _assign(len(index), fractions, rng)
+        out[index] = assign_splits(len(index), fractions, rng)
     return out
 
 
 def _by_key(key: str):
     def split(labels: pd.DataFrame, fractions, rng) -> np.ndarray:
         keys = np.sort(labels[key].unique())
-        assignment = dict(zip(keys, _assign(len(keys), fractions, rng)))
+        assignment = dict(zip(keys, assign_splits(len(keys), fractions, rng)))
         return labels[key].map(assignment).to_numpy()
 
     return split

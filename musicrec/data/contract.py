@@ -205,3 +205,8 @@ class FeedbackConfig:
     @property
     def feedback_events(self) -> Tuple[str, ...]:
         return self.liked_events + self.disliked_events
+
+    def is_eligible(self, liked, disliked):
+        """Whether a user with this many liked and disliked tracks takes part in the audio branch
+        (counts, or arrays of them)."""
+        return (liked >= self.min_liked) & (disliked >= self.min_disliked)

@@ -25,7 +25,7 @@ import datetime
 import operator
 import pathlib
 import re
-from typing import Callable, Dict, Iterator, List, Sequence, Set, Tuple, Union
+from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ import pyarrow.parquet as pq
 
 from musicrec.audio import decode
 from musicrec.data import contract
+
+
+T = TypeVar("T")
 
 
 class DatasetError(Exception):
@@ -121,7 +124,7 @@ def load_dataset(root) -> Dataset:
     tables: Dict[str, Table] = {}
     files = {}
     for spec in contract.TABLES:
-        path = _table_path(root, spec.name)
+        path = table_path(root, spec.name)
         tables[spec.name] = read_table(path, spec)
         files[spec.name] = path.name
     malformed = [row for table in tables.values() for row in table.malformed]
@@ -157,21 +160,27 @@ def load_dataset(root) -> Dataset:
 
 
 def _no_usable_rows(file: str, table: "Table") -> str:
-    """Why a table has no usable rows: its malformed rows by fault kind, with the first reason of each
-    (a log written wholly in milliseconds must say so, not just that nothing was left)."""
     first: Dict[str, MalformedRow] = {}
     counts = collections.Counter()
     for row in table.malformed:
         first.setdefault(row.kind, row)
         counts[row.kind] += 1
+    return no_usable_rows_message(file, table.rows_read, {kind: (n, first[kind]) for kind, n in counts.items()})
+
+
+def no_usable_rows_message(file: str, rows_read: int, malformed: Dict[str, Tuple[int, MalformedRow]]) -> str:
+    """Why a table has no usable rows: its malformed rows by fault kind (kind -> how many, and the
+    first by line), most frequent first, with the first reason of each (a log written wholly in
+    milliseconds must say so, not just that nothing was left)."""
     place = "row" if file.endswith(".parquet") else "line"
-    kinds = "; ".join(f"{kind} {n:,}: {place} {first[kind].line}: {first[kind].reason}" for kind, n in counts.most_common())
-    return f"{file} has no usable rows: {table.rows_read:,} rows read; {len(table.malformed):,} malformed rows" + (
-        f" ({kinds})" if kinds else ""
-    )
+    ordered = sorted(malformed.items(), key=lambda item: (-item[1][0], item[1][1].line))
+    kinds = "; ".join(f"{kind} {n:,}: {place} {first.line}: {first.reason}" for kind, (n, first) in ordered)
+    total = sum(n for n, _ in malformed.values())
+    return f"{file} has no usable rows: {rows_read:,} rows read; {total:,} malformed rows" + (f" ({kinds})" if kinds else "")
 
 
-def _table_path(root: pathlib.Path, name: str) -> pathlib.Path:
+def table_path(root: pathlib.Path, name: str) -> pathlib.Path:
+    """The file of table `name` in the dataset folder: its CSV or its Parquet file (not both)."""
     candidates = [root / f"{name}.csv", root / f"{name}.parquet"]
     found = [p for p in candidates if p.is_file()]
     if not found:
@@ -188,13 +197,34 @@ def _examples(ids: pd.Series, limit: int = 5) -> Tuple[str, ...]:
 def read_table(path: pathlib.Path, spec: contract.TableSpec) -> Table:
     """Reads one table file: the typed loaded rows, and a report for every other row."""
     if path.suffix == ".parquet":
-        raw, unreadable = _undecodable_parquet_rows(_read_parquet_as_strings(path), path.name)
+        raw, unreadable = next(parquet_batches(path))
     else:
         raw, unreadable = _read_csv_as_strings(path, spec)
     _check_columns(path, spec, raw.columns)
     frame, malformed, changed = _parse_values(raw, spec, path.name)
     by_line = operator.attrgetter("line")
     return Table(frame, sorted(unreadable + malformed, key=by_line), sorted(changed, key=by_line), len(raw) + len(unreadable))
+
+
+def table_columns(path: pathlib.Path, spec: contract.TableSpec) -> List[str]:
+    """The columns of a table file, read from its header (CSV) or schema (Parquet) alone and checked
+    against the contract: what a reader that streams the rows checks before the first row."""
+    if path.suffix == ".parquet":
+        file = _read_parquet(path, lambda: pq.ParquetFile(str(path)))
+        index_columns = _index_columns(file.schema_arrow)
+        columns = [name for name in file.schema_arrow.names if name not in index_columns]
+    else:
+        columns = _read_header(path, next(iter_decoded_lines(path), None))
+    _check_columns(path, spec, columns)
+    return columns
+
+
+def raw_frame(header: Sequence[str], rows: Sequence[Sequence[str]], lines: Sequence[int]) -> pd.DataFrame:
+    """Records as a frame of stripped text, with each record's line in `_line`: what the parsers take."""
+    raw = pd.DataFrame(list(rows), columns=list(header), dtype=object) if rows else pd.DataFrame(columns=list(header), dtype=object)
+    raw = raw.apply(lambda col: col.str.strip()) if rows else raw
+    raw["_line"] = np.asarray(lines, dtype=np.int64)
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,52 +236,68 @@ _UNDECODABLE = re.compile("[\udc80-\udcff\x00]")
 
 
 def _read_csv_as_strings(path: pathlib.Path, spec: contract.TableSpec) -> Tuple[pd.DataFrame, List[MalformedRow]]:
-    lines = _decoded_lines(path)
-    header = _read_header(path, lines)
-    # Only extra columns may hold line breaks: no value of a contract column has one.
-    free_text = [i for i, name in enumerate(header) if spec.column(name) is None]
+    header, records = csv_records(path, spec)
     rejected: List[MalformedRow] = []
     line_numbers: List[int] = []
     rows: List[List[str]] = []
-    for line, record in _csv_records(path.name, lines, _may_span_lines(len(header), free_text)):
+    for line, record in records:
         if isinstance(record, MalformedRow):
             rejected.append(record)
-        elif len(record) != len(header):
-            rejected.append(MalformedRow(path.name, line, f"expected {len(header)} fields, found {len(record)}", "field_count"))
         else:
             rows.append(record)
             line_numbers.append(line)
-    raw = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
-    raw = raw.apply(lambda col: col.str.strip()) if rows else raw
-    raw["_line"] = np.asarray(line_numbers, dtype=np.int64)
-    return raw, rejected
+    return raw_frame(header, rows, line_numbers), rejected
 
 
-def _decoded_lines(path: pathlib.Path) -> List[str]:
-    """The file's physical lines (split at b"\\n", endings kept), each decoded on its own.
+def csv_records(path: pathlib.Path, spec: contract.TableSpec,
+                max_record_lines: Optional[int] = None) -> Tuple[List[str], Iterator[Tuple[int, "Record"]]]:
+    """The header of a CSV table and, read line by line, (first line, fields or the report of why
+    it is not loaded) of every non-blank record after it, fields counted against the header.
+
+    Only the lines of the record being read are held. A quoted value may span lines
+    (in an extra column); `max_record_lines` bounds how many, so that a quote left
+    open cannot make a streaming reader hold the rest of the file: a record still
+    open after that many lines is reported as unparsable on its first line, and
+    reading resumes on the next line. None (the in-memory loader) sets no bound.
+    """
+    lines = iter_decoded_lines(path)
+    header = _read_header(path, next(lines, None))
+    # Only extra columns may hold line breaks: no value of a contract column has one.
+    free_text = [i for i, name in enumerate(header) if spec.column(name) is None]
+    records = _csv_records(path.name, lines, _may_span_lines(len(header), free_text), max_record_lines)
+    return header, _counted_fields(path.name, len(header), records)
+
+
+def _counted_fields(file: str, width: int, records: Iterator[Tuple[int, "Record"]]) -> Iterator[Tuple[int, "Record"]]:
+    for line, record in records:
+        if not isinstance(record, MalformedRow) and len(record) != width:
+            record = MalformedRow(file, line, f"expected {width} fields, found {len(record)}", "field_count")
+        yield line, record
+
+
+def iter_decoded_lines(path: pathlib.Path) -> Iterator[str]:
+    """The file's physical lines (split at b"\\n", endings kept), each decoded on its own, one at a time.
 
     Decoding per line, with undecodable bytes kept as surrogate escapes, confines
     a bad byte to its line (UTF-8 never uses the newline byte inside a character).
+    A file read as binary splits at b"\\n" only: a bare carriage return is a corrupt
+    byte inside a line, not a line end.
     """
     with open(path, "rb") as f:
-        data = f.read()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    # Not bytes.splitlines: a bare carriage return is a corrupt byte inside a line, not a line end.
-    lines = data.split(b"\n")
-    last = lines.pop()
-    return [(line + b"\n").decode("utf-8", "surrogateescape") for line in lines] + (
-        [last.decode("utf-8", "surrogateescape")] if last else []
-    )
+        for number, line in enumerate(f):
+            if number == 0 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
+            if line:
+                yield line.decode("utf-8", "surrogateescape")
 
 
-def _read_header(path: pathlib.Path, lines: List[str]) -> List[str]:
-    if not lines:
+def _read_header(path: pathlib.Path, first_line: Optional[str]) -> List[str]:
+    if first_line is None:
         raise DatasetError(f"{path.name} is empty (no header line)")
-    if _UNDECODABLE.search(lines[0]):
+    if _UNDECODABLE.search(first_line):
         raise DatasetError(f"{path.name} is not a readable CSV file: its header is not UTF-8 text")
     try:
-        header = [h.strip() for h in next(csv.reader([lines[0]]))]
+        header = [h.strip() for h in next(csv.reader([first_line]))]
     except (csv.Error, StopIteration) as e:
         raise DatasetError(f"{path.name} is not a readable CSV file: {e}") from None
     if len(set(header)) != len(header):
@@ -271,37 +317,98 @@ def _may_span_lines(width: int, free_text: Sequence[int]) -> Callable[[List[str]
 Record = Union[List[str], MalformedRow]
 
 
-def _csv_records(file: str, lines: List[str], may_span: Callable[[List[str]], bool]) -> Iterator[Tuple[int, Record]]:
-    """(first line, fields or the reason it cannot be read) of every non-blank record after the header."""
-    undecodable = {i for i, line in enumerate(lines) if (not line.isascii() or "\x00" in line) and _UNDECODABLE.search(line)}
-    position = 1  # index in `lines` of the next line to read; line numbers are indices + 1
-    while position < len(lines):
-        position = yield from _records_from(file, lines, position, may_span, undecodable)
+class _LineWindow:
+    """A stream of lines by index (the header is index 0), each read once; the lines from the first
+    line of the record being read on are kept, so that reading can resume on any line after it."""
+
+    def __init__(self, lines: Iterator[str], start: int):
+        self._lines = lines
+        self._start = start  # the index of self._kept[0]
+        self._kept: Deque[str] = collections.deque()
+
+    def get(self, index: int) -> Optional[str]:
+        """Line `index` (not before the kept ones), or None past the last line."""
+        while index >= self._start + len(self._kept):
+            line = next(self._lines, None)
+            if line is None:
+                return None
+            self._kept.append(line)
+        return self._kept[index - self._start]
+
+    def span(self, first: int, last: int) -> List[str]:
+        """Lines first..last-1, all read already."""
+        return [self._kept[i - self._start] for i in range(first, last)]
+
+    def forget_before(self, index: int) -> None:
+        while self._start < index and self._kept:
+            self._kept.popleft()
+            self._start += 1
 
 
-def _records_from(file: str, lines: List[str], position: int, may_span, undecodable: Set[int]) -> Iterator[Tuple[int, Record]]:
-    """Reads records from `lines[position]` on; returns where to restart after an unreadable one.
-    `undecodable`: the indices of the lines holding bytes that are not UTF-8 text."""
-    reader = csv.reader(lines[i] for i in range(position, len(lines)))
+def _csv_records(file: str, lines: Iterator[str], may_span: Callable[[List[str]], bool],
+                 max_record_lines: Optional[int] = None) -> Iterator[Tuple[int, Record]]:
+    """(first line, fields or the reason it cannot be read) of every non-blank record in `lines`
+    (the lines after the header)."""
+    window = _LineWindow(lines, start=1)
+    position: Optional[int] = 1  # index of the next line to read; line numbers are indices + 1
+    while position is not None:
+        position = yield from _records_from(file, window, position, may_span, max_record_lines)
+
+
+def _records_from(file: str, window: _LineWindow, position: int, may_span,
+                  max_record_lines: Optional[int]) -> Iterator[Tuple[int, Record]]:
+    """Reads records from line index `position` on; returns where to restart after an unreadable
+    one (None at the end of the file)."""
+    record = _RecordStart(position)
+    reader = csv.reader(_lines_from(window, position, record, max_record_lines))
     while True:
-        first = position + reader.line_num  # index of the record's first line
+        first = record.first = position + reader.line_num  # index of the record's first line
+        window.forget_before(first)
         try:
             fields = next(reader)
         except StopIteration:
-            return len(lines)
+            return None
         except csv.Error as error:
             # The reader's state is lost mid-record: report the record's first line, resume after it.
-            yield first + 1, _unreadable(file, first, lines[first:first + 1], f"unparsable CSV: {error}")
+            reason = record.too_long_reason or f"unparsable CSV: {error}"
+            yield first + 1, _unreadable(file, first, window.span(first, first + 1), reason)
             return first + 1
         last = position + reader.line_num  # index after the record's last line
-        if last - first > 1 and not may_span(fields):
-            reason = "unparsable CSV: a quote opened on this line is not closed on it"
-            yield first + 1, _unreadable(file, first, lines[first:first + 1], reason)
+        if record.too_long_reason or (last - first > 1 and not may_span(fields)):
+            reason = record.too_long_reason or "unparsable CSV: a quote opened on this line is not closed on it"
+            yield first + 1, _unreadable(file, first, window.span(first, first + 1), reason)
             return first + 1
-        if undecodable and not undecodable.isdisjoint(range(first, last)):
-            yield first + 1, _unreadable(file, first, lines[first:last], "")
+        if any(_is_undecodable(line) for line in window.span(first, last)):
+            yield first + 1, _unreadable(file, first, window.span(first, last), "")
         elif fields:  # a blank line holds no data: nothing to report
             yield first + 1, fields
+
+
+@dataclasses.dataclass
+class _RecordStart:
+    """Where the record being read starts, and why it was cut short (when it ran past the bound)."""
+
+    first: int
+    too_long_reason: str = ""
+
+
+def _lines_from(window: _LineWindow, position: int, record: _RecordStart, max_record_lines: Optional[int]) -> Iterator[str]:
+    """The lines from `position` on, for the csv reader; ends early, saying why, when the record
+    being read would run past `max_record_lines` lines."""
+    index = position
+    while True:
+        if max_record_lines is not None and index - record.first >= max_record_lines:
+            record.too_long_reason = f"unparsable CSV: a quote opened on this line is not closed within {max_record_lines} lines"
+            return
+        line = window.get(index)
+        if line is None:
+            return
+        yield line
+        index += 1
+
+
+def _is_undecodable(line: str) -> bool:
+    return (not line.isascii() or "\x00" in line) and _UNDECODABLE.search(line) is not None
 
 
 def _undecodable_bytes(lines: List[str]) -> bytes:
@@ -326,8 +433,10 @@ _UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def _read_parquet_as_strings(path: pathlib.Path) -> pd.DataFrame:
-    """Every column as stripped text ('' when null); timestamps as ISO-8601 text (UTC).
+def parquet_batches(path: pathlib.Path, batch_rows: Optional[int] = None) -> Iterator[Tuple[pd.DataFrame, List[MalformedRow]]]:
+    """The Parquet table in frames of up to `batch_rows` rows (all in one when None): every column as
+    stripped text ('' when null), timestamps as ISO-8601 text (UTC), the 1-based row number in
+    `_line`; each frame without its undecodable rows, which come reported beside it.
 
     Read through Arrow's own file reader (`ParquetFile` on the path), not
     `pandas.read_parquet`: pandas hands pyarrow a Python file object, and with
@@ -335,17 +444,41 @@ def _read_parquet_as_strings(path: pathlib.Path) -> pd.DataFrame:
     whole process at exit ("terminate called without an active exception",
     apache/arrow#34314), after the error was already caught.
     """
+    file = _read_parquet(path, lambda: pq.ParquetFile(str(path)))
+    index_columns = _index_columns(file.schema_arrow)
+    if batch_rows is None:
+        tables: Iterator[pa.Table] = iter([_read_parquet(path, lambda: file.read(use_threads=False))])
+    else:
+        tables = _parquet_tables(path, file, batch_rows)
+    first_row = 1
+    for table in tables:
+        raw = pd.DataFrame(
+            {name: _parquet_text(column) for name, column in zip(table.column_names, table.columns) if name not in index_columns}
+        )
+        raw["_line"] = np.arange(first_row, first_row + table.num_rows, dtype=np.int64)
+        first_row += table.num_rows
+        yield _undecodable_parquet_rows(raw, path.name)
+
+
+def _parquet_tables(path: pathlib.Path, file: pq.ParquetFile, batch_rows: int) -> Iterator[pa.Table]:
+    batches = file.iter_batches(batch_size=batch_rows, use_threads=False)
+    while True:
+        batch = _read_parquet(path, lambda: next(batches, None))
+        if batch is None:
+            return
+        yield pa.Table.from_batches([batch])
+
+
+def _read_parquet(path: pathlib.Path, read: Callable[[], T]) -> T:
     try:
-        table = pq.ParquetFile(str(path)).read(use_threads=False)
+        return read()
     except Exception as e:  # pyarrow raises many types for a damaged file
         raise DatasetError(f"{path.name} is not a readable Parquet file: {e}") from None
-    # A stored pandas index (a column named like "__index_level_0__") is not data.
-    index_columns = {c for c in (table.schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    raw = pd.DataFrame(
-        {name: _parquet_text(column) for name, column in zip(table.column_names, table.columns) if name not in index_columns}
-    )
-    raw["_line"] = np.arange(1, table.num_rows + 1, dtype=np.int64)
-    return raw
+
+
+def _index_columns(schema: pa.Schema) -> Set[str]:
+    """A stored pandas index (a column named like "__index_level_0__") is not data."""
+    return {c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
 
 
 def _parquet_text(column: pa.ChunkedArray) -> pd.Series:
@@ -444,11 +577,27 @@ class Parsed:
 def _parse_values(
     raw: pd.DataFrame, spec: contract.TableSpec, file_name: str
 ) -> Tuple[pd.DataFrame, List[MalformedRow], List[ChangedValue]]:
-    """Parses each column by its kind.
+    """Parses each column by its kind (`parse_rows`); among the rows left, later repeats of the key
+    are duplicates, and the values changed in those rows are not reported (a row is reported once)."""
+    frame, rejected, changed = parse_rows(raw, spec, file_name)
+    if spec.key:
+        repeats = _duplicates(raw, frame, spec.key, file_name)
+        repeated_lines = {row.line for row in repeats}
+        frame = frame[~frame["_line"].isin(repeated_lines)]
+        rejected = rejected + repeats
+        changed = [row for row in changed if row.line not in repeated_lines]
+    return frame.drop(columns="_line").reset_index(drop=True), rejected, changed
+
+
+def parse_rows(
+    raw: pd.DataFrame, spec: contract.TableSpec, file_name: str
+) -> Tuple[pd.DataFrame, List[MalformedRow], List[ChangedValue]]:
+    """Parses each column of some rows of a table by its kind: the rows loaded (typed, with `_line`
+    and the index of `raw`), and the reports of the others and of the values changed.
 
     A fault in a required column rejects the row; in an optional column it sets
-    the value to missing and keeps the row. Among the rows left, later repeats
-    of the key are duplicates.
+    the value to missing and keeps the row. Duplicates are not looked for: that
+    takes every row of the table (`_parse_values`, or the ingestion job's grouping by key).
     """
     out = pd.DataFrame(index=raw.index)
     rejected, changed = _FirstFinding(len(raw)), _FirstFinding(len(raw))
@@ -470,12 +619,11 @@ def _parse_values(
         for finding in parsed.notes:
             changed.add(finding)
         out[name] = values
-    if spec.key:
-        rejected.add(_duplicates(raw, out, spec.key, ~rejected.found))
     changed.kinds[rejected.found] = ""  # a rejected row is reported once, as rejected
     lines = raw["_line"].to_numpy()
+    out["_line"] = lines
     return (
-        out[~rejected.found].reset_index(drop=True),
+        out[~rejected.found],
         rejected.reports(MalformedRow, file_name, lines),
         changed.reports(ChangedValue, file_name, lines),
     )
@@ -506,18 +654,26 @@ class _FirstFinding:
         ]
 
 
-def _duplicates(raw: pd.DataFrame, parsed: pd.DataFrame, key: Tuple[str, ...], good: np.ndarray) -> Finding:
-    """Good rows whose parsed key repeats an earlier good row's."""
-    # Only rows that are otherwise fine compete for a key: a good row is not
-    # rejected as a duplicate of a malformed one.
-    keys = parsed.loc[good, list(key)]
-    dup = keys.duplicated(keep="first").reindex(raw.index, fill_value=False).to_numpy()
-    reasons = np.empty(0, dtype=object)
-    if dup.any():
-        first_line = raw.loc[good, "_line"].groupby([keys[c] for c in key]).transform("min")[dup[good]]
-        shown = raw.loc[dup, list(key)].astype(str).agg(", ".join, axis=1)
-        reasons = (f"duplicate {', '.join(key)} '" + shown + "' (first on line " + first_line.astype(str) + ")").to_numpy()
-    return Finding(dup, "duplicate", reasons)
+def _duplicates(raw: pd.DataFrame, frame: pd.DataFrame, key: Tuple[str, ...], file_name: str) -> List[MalformedRow]:
+    """Rows of `frame` (the parsed rows of `raw` that are otherwise fine) whose parsed key repeats
+    an earlier one's. Only rows that are otherwise fine compete for a key: a good row is not
+    rejected as a duplicate of a malformed one."""
+    keys = frame[list(key)]
+    repeated = keys.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return []
+    first_lines = frame["_line"].groupby([keys[c] for c in key]).transform("min")[repeated]
+    shown = raw.loc[frame.index[repeated], list(key)].astype(str).agg(", ".join, axis=1)
+    return [
+        MalformedRow(file_name, int(line), duplicate_reason(key, text, int(first)), "duplicate")
+        for line, text, first in zip(frame["_line"][repeated], shown, first_lines)
+    ]
+
+
+def duplicate_reason(key: Sequence[str], shown: str, first_line: int) -> str:
+    """Why a row is a duplicate: its key as written (`shown`: the key's values joined by ", ")
+    repeats the row on `first_line`."""
+    return f"duplicate {', '.join(key)} '{shown}' (first on line {first_line})"
 
 
 def _parse_text(values: pd.Series, column: contract.Column) -> Parsed:

@@ -14,7 +14,7 @@ trainer reads the same thing from either.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -87,44 +87,40 @@ class UserBranchData:
         return seen
 
 
+# Why users are left out of the user branch's train or test split (UserBranchData.excluded_users).
+NO_LIKED_TRACKS = "no liked tracks"
+TOO_FEW_LIKED_TRACKS = "too few liked tracks for a test split"
+
+
 def build_user_examples(
     dataset: Dataset, feedback: FeedbackConfig = FeedbackConfig(), config: ExampleConfig = ExampleConfig()
 ) -> UserBranchData:
     resolved = feedback_labels(dataset.interactions, feedback).labels
     tracks = dataset.tracks[["track_id", "album_id", "artist_id"]].reset_index(drop=True)
-    meta = tracks.set_index("track_id")
     liked = resolved[resolved["label"] == 1].sort_values(["user_id", "timestamp", "track_id"], kind="stable")
     disliked = resolved[resolved["label"] == 0].groupby("user_id")["track_id"].apply(np.asarray).to_dict()
-    users = dataset.users.set_index("user_id")
-    numeric, categorical = _demographic_kinds(dataset.users)
+    numeric, categorical = demographic_kinds(dataset.users)
 
     train_rows, test_rows, new_user_rows, latest_rows = [], [], [], []
     holdout_start: Dict[str, int] = {}
-    excluded = {"no liked tracks": int((~users.index.isin(liked["user_id"])).sum()), "too few liked tracks for a test split": 0}
+    excluded = {NO_LIKED_TRACKS: int((~dataset.users["user_id"].isin(liked["user_id"])).sum()), TOO_FEW_LIKED_TRACKS: 0}
     rng = np.random.default_rng(config.seed)
-    candidates = np.sort(liked["user_id"].unique())
-    new_users = set(rng.choice(candidates, size=int(round(config.new_user_share * len(candidates))), replace=False))
+    new_users = choose_new_users(rng, np.sort(liked["user_id"].unique()), config)
     for user_id, group in liked.groupby("user_id", sort=True):
-        sequence = group["track_id"].to_numpy()
         dislikes = disliked.get(user_id, np.asarray([], dtype=object))
-        n_train = len(sequence) - config.holdout_last
-        if n_train < config.min_train_positives:
-            excluded["too few liked tracks for a test split"] += 1
-            n_train = len(sequence)  # all of it trains; no test targets
-        is_new = user_id in new_users and n_train < len(sequence)
-        if n_train < len(sequence):
-            holdout_start[user_id] = HOLD_OUT_ALL if is_new else int(group["timestamp"].iloc[n_train])
-        for t in range(0 if is_new else n_train):
-            negative = dislikes[rng.integers(len(dislikes))] if len(dislikes) else PAD
-            train_rows.append((user_id, sequence[max(0, t - config.history_length) : t], sequence[t], negative, t, False))
-        for t in range(n_train, len(sequence)):
-            (new_user_rows if is_new else test_rows).append(
-                (user_id, sequence[max(0, n_train - config.history_length) : n_train], sequence[t], PAD, t, is_new)
-            )
-        latest_rows.append((user_id, sequence[-config.history_length :], PAD, PAD, len(sequence), is_new))
+        rows = user_rows(user_id, group["track_id"].to_numpy(), group["timestamp"].to_numpy(), dislikes,
+                         user_id in new_users, rng, config)
+        excluded[TOO_FEW_LIKED_TRACKS] += rows.plan.too_few
+        if rows.holdout_start is not None:
+            holdout_start[user_id] = rows.holdout_start
+        train_rows += rows.train
+        (new_user_rows if rows.plan.is_new else test_rows).extend(rows.held_out)
+        latest_rows.append(rows.latest)
+
+    lookups = ExampleLookups.of(dataset)
 
     def assemble(rows) -> UserExamples:
-        return _assemble(rows, meta, users, numeric + categorical, config.history_length)
+        return assemble_examples(rows, lookups, config.history_length)
 
     return UserBranchData(
         train=assemble(train_rows),
@@ -139,6 +135,80 @@ def build_user_examples(
     )
 
 
+# The user-branch examples draw from one random sequence: first the new users, then, user by
+# user in id order, a hard negative per training example. The ingestion job replays it per user
+# (`skip_user_draws`), so it draws exactly the examples `build_user_examples` draws.
+
+def choose_new_users(rng: np.random.Generator, candidates: np.ndarray, config: ExampleConfig) -> set:
+    """The users kept out of training, among `candidates` (every user with a liked track, sorted)."""
+    return set(rng.choice(candidates, size=int(round(config.new_user_share * len(candidates))), replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class UserPlan:
+    """How a user's liked tracks are used: the first `n_train` train (all of them when `too_few` are
+    left for a test split); a new user (`is_new`) trains on none and is tested on the rest."""
+
+    n_train: int
+    is_new: bool
+    too_few: bool
+
+
+def plan_user(n_liked: int, chosen_as_new: bool, config: ExampleConfig) -> UserPlan:
+    n_train = n_liked - config.holdout_last
+    too_few = n_train < config.min_train_positives
+    if too_few:
+        n_train = n_liked  # all of it trains; no test targets
+    return UserPlan(n_train, chosen_as_new and n_train < n_liked, too_few)
+
+
+def _negative_draws(rng: np.random.Generator, n_dislikes: int, plan: UserPlan) -> List[int]:
+    """Indices among the user's disliked tracks of one hard negative per training example (none without dislikes)."""
+    n_examples = 0 if plan.is_new else plan.n_train
+    return [int(rng.integers(n_dislikes)) for _ in range(n_examples)] if n_dislikes else []
+
+
+def skip_user_draws(rng: np.random.Generator, n_liked: int, n_disliked: int, chosen_as_new: bool,
+                    config: ExampleConfig) -> None:
+    """Advances `rng` past one user's draws, as `user_rows` would draw them."""
+    _negative_draws(rng, n_disliked, plan_user(n_liked, chosen_as_new, config))
+
+
+@dataclasses.dataclass
+class UserRows:
+    """One user's example rows (user_id, history, label track, disliked track, position, new_user)."""
+
+    plan: UserPlan
+    train: List[tuple]
+    held_out: List[tuple]  # test targets, or a new user's
+    latest: tuple  # every liked track as history: what the user's UE is computed from
+    # From this time on, the user's events are held out: the first held-out liked track's
+    # timestamp, HOLD_OUT_ALL for a new user, None without a hold-out.
+    holdout_start: Optional[int]
+
+
+def user_rows(user_id, sequence: np.ndarray, timestamps: np.ndarray, dislikes: np.ndarray, chosen_as_new: bool,
+              rng: np.random.Generator, config: ExampleConfig) -> UserRows:
+    """A user's rows from their liked tracks in time order (`sequence`, with `timestamps`) and their
+    disliked tracks (sorted), drawing hard negatives from `rng`."""
+    plan = plan_user(len(sequence), chosen_as_new, config)
+    n_train, length = plan.n_train, config.history_length
+    holdout_start = None
+    if n_train < len(sequence):
+        holdout_start = HOLD_OUT_ALL if plan.is_new else int(timestamps[n_train])
+    negatives = _negative_draws(rng, len(dislikes), plan)
+    train = [
+        (user_id, sequence[max(0, t - length) : t], sequence[t], dislikes[negatives[t]] if negatives else PAD, t, False)
+        for t in range(0 if plan.is_new else n_train)
+    ]
+    held_out = [
+        (user_id, sequence[max(0, n_train - length) : n_train], sequence[t], PAD, t, plan.is_new)
+        for t in range(n_train, len(sequence))
+    ]
+    latest = (user_id, sequence[-length:], PAD, PAD, len(sequence), plan.is_new)
+    return UserRows(plan, train, held_out, latest, holdout_start)
+
+
 def history_examples(dataset: Dataset, liked: pd.DataFrame, user_ids, history_length: int = ExampleConfig.history_length) -> UserExamples:
     """One query row per user of `user_ids`: their last `history_length` liked tracks among the
     given (user_id, track_id, timestamp) rows in time order (possibly none), plus demographics.
@@ -146,23 +216,53 @@ def history_examples(dataset: Dataset, liked: pd.DataFrame, user_ids, history_le
     The audio branch embeds users with this from its *training* split only, so
     a user's UE never contains the liked tracks it is tested on.
     """
-    users = dataset.users.set_index("user_id")
-    numeric, categorical = _demographic_kinds(dataset.users)
-    meta = dataset.tracks.set_index("track_id")[["album_id", "artist_id"]]
     ordered = liked.sort_values(["user_id", "timestamp", "track_id"], kind="stable")
-    histories = {user: group["track_id"].to_numpy()[-history_length:] for user, group in ordered.groupby("user_id")}
-    rows = [(user, histories.get(user, ()), PAD, PAD, len(histories.get(user, ())), False) for user in sorted(set(user_ids))]
-    return _assemble(rows, meta, users, numeric + categorical, history_length)
+    histories = {user: group["track_id"].to_numpy() for user, group in ordered.groupby("user_id")}
+    rows = [history_row(user, histories.get(user, ()), history_length) for user in sorted(set(user_ids))]
+    return assemble_examples(rows, ExampleLookups.of(dataset), history_length)
 
 
-def _demographic_kinds(users: pd.DataFrame) -> Tuple[List[str], List[str]]:
+def history_row(user_id, liked_in_time_order, history_length: int) -> tuple:
+    """A query row: the user's last `history_length` liked tracks, no label."""
+    history = liked_in_time_order[-history_length:]
+    return (user_id, history, PAD, PAD, len(history), False)
+
+
+def demographic_kinds(users: pd.DataFrame) -> Tuple[List[str], List[str]]:
     """Numeric columns (age, by the contract) are normalised; all others are categorical."""
     names = [c for c in users.columns if c != "user_id"]
     numeric = [c for c in names if pd.api.types.is_numeric_dtype(users[c])]
     return numeric, [c for c in names if c not in numeric]
 
 
-def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[str], length: int) -> UserExamples:
+@dataclasses.dataclass(frozen=True)
+class ExampleLookups:
+    """What example rows are joined with: each track's album and artist, and each user's
+    demographics (name -> value as loaded) with the names of the numeric ones."""
+
+    albums: Mapping[str, str]
+    artists: Mapping[str, str]
+    demographics: Mapping[str, Mapping[str, object]]
+    numeric: Tuple[str, ...]
+    categorical: Tuple[str, ...]
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> "ExampleLookups":
+        numeric, categorical = demographic_kinds(dataset.users)
+        users = dataset.users.set_index("user_id")[numeric + categorical]
+        tracks = dataset.tracks
+        return cls(
+            albums=dict(zip(tracks["track_id"], tracks["album_id"])),
+            artists=dict(zip(tracks["track_id"], tracks["artist_id"])),
+            demographics={user: dict(zip(users.columns, values)) for user, values in zip(users.index, users.itertuples(index=False))},
+            numeric=tuple(numeric),
+            categorical=tuple(categorical),
+        )
+
+
+def assemble_examples(rows, lookups: ExampleLookups, length: int) -> UserExamples:
+    """Example rows (user_id, history, label, disliked, position, new_user) as columns: histories
+    padded to `length`, albums and artists of history and label, numeric then categorical demographics."""
     n = len(rows)
     columns: Dict[str, np.ndarray] = {"user_id": np.asarray([r[0] for r in rows], dtype=object)}
     histories = np.full((n, length), PAD, dtype=object)
@@ -171,35 +271,42 @@ def _assemble(rows, meta: pd.DataFrame, users: pd.DataFrame, demographics: List[
         if len(history):
             histories[i, : len(history)] = history
     columns["history_track_ids"] = histories
-    columns["history_album_ids"] = _lookup(meta["album_id"], histories)
-    columns["history_artist_ids"] = _lookup(meta["artist_id"], histories)
+    columns["history_album_ids"] = _lookup(lookups.albums, histories)
+    columns["history_artist_ids"] = _lookup(lookups.artists, histories)
     labels = np.asarray([r[2] for r in rows], dtype=object)
     columns["track_id"] = labels
-    columns["album_id"] = _lookup(meta["album_id"], labels)
-    columns["artist_id"] = _lookup(meta["artist_id"], labels)
+    columns["album_id"] = _lookup(lookups.albums, labels)
+    columns["artist_id"] = _lookup(lookups.artists, labels)
     columns["disliked_track_id"] = np.asarray([r[3] for r in rows], dtype=object)
     columns["position"] = np.asarray([r[4] for r in rows], dtype=np.int64)
     columns["new_user"] = np.asarray([r[5] for r in rows], dtype=np.int64)
-    columns.update(demographic_columns(users.reindex(columns["user_id"]), demographics))
+    for name in lookups.numeric + lookups.categorical:
+        values = [lookups.demographics.get(user, {}).get(name) for user in columns["user_id"]]
+        columns[name] = encode_demographic(values, numeric=name in lookups.numeric)
     return UserExamples(columns)
 
 
-def demographic_columns(frame: pd.DataFrame, names) -> Dict[str, np.ndarray]:
-    """Numeric demographics as float32 (NaN when missing), the others as strings ('' when missing)."""
-    columns = {}
-    for name in names:
-        values = frame[name]
-        if pd.api.types.is_numeric_dtype(values):
-            columns[name] = values.astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
-        else:
-            columns[name] = values.fillna("").astype(str).to_numpy(dtype=object)
-    return columns
+def encode_demographic(values, numeric: bool) -> np.ndarray:
+    """A demographic column's values as example features: numeric ones as float32 (NaN when
+    missing), the others as strings ('' when missing)."""
+    if numeric:
+        return np.asarray([np.nan if _missing(v) else float(v) for v in values], dtype=np.float32)
+    return np.asarray(["" if _missing(v) else str(v) for v in values], dtype=object)
 
 
-def _lookup(mapping: pd.Series, ids: np.ndarray) -> np.ndarray:
+def _missing(value) -> bool:
+    if isinstance(value, str):  # most values: decided without pandas
+        return False
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
+
+def _lookup(mapping: Mapping[str, str], ids: np.ndarray) -> np.ndarray:
+    """The value of each id (PAD for PAD, for unknown ids and for missing values)."""
     flat = ids.reshape(-1)
-    values = mapping.reindex(flat).fillna(PAD).to_numpy(dtype=object)
-    values[flat == PAD] = PAD
+    values = np.asarray([PAD if i == PAD else mapping.get(i, PAD) for i in flat], dtype=object)
+    for i, value in enumerate(values):
+        if _missing(value):
+            values[i] = PAD
     return values.reshape(ids.shape)
 
 

@@ -250,16 +250,21 @@ def _events_by_type(events: pd.Series) -> Dict[str, int]:
     return {**known, **{f"unknown:{e}": int(n) for e, n in counts.items() if e not in contract.EVENT_TYPES}}
 
 
+def no_eligible_users(feedback: contract.FeedbackConfig) -> str:
+    """Why a dataset without a user with enough feedback cannot be used."""
+    return (
+        f"no user has at least {feedback.min_liked} liked and {feedback.min_disliked} disliked tracks "
+        f"(liked events: {', '.join(feedback.liked_events)}; disliked: {', '.join(feedback.disliked_events)})"
+    )
+
+
 def _fatal_problems(report: ValidationReport, feedback: contract.FeedbackConfig) -> List[str]:
     fatal = []
     if report.eligible_users == 0:
-        fatal.append(
-            f"no user has at least {feedback.min_liked} liked and {feedback.min_disliked} disliked tracks "
-            f"(liked events: {', '.join(feedback.liked_events)}; disliked: {', '.join(feedback.disliked_events)})"
-        )
+        fatal.append(no_eligible_users(feedback))
     if report.audio is not None and report.audio_counts["ok"] == 0:
         fatal.append("no track has usable audio (see audio_quarantine.csv)")
     return fatal
 
 
-__all__ = ["ValidationReport", "validate_dataset", "check_all_audio", "DatasetError", "AudioCheck"]
+__all__ = ["ValidationReport", "validate_dataset", "check_all_audio", "no_eligible_users", "DatasetError", "AudioCheck"]
