@@ -42,3 +42,35 @@ def test_table1_checks_follow_their_definitions():
     beat = "the best variant beats every practitioner baseline by >= 0.02 AUC"
     assert table1_checks(rows, 0.80, [{"pooled": 0.75}, {"pooled": None}])[beat] is True  # 0.78 >= 0.75 + 0.02
     assert table1_checks(rows, 0.80, [{"pooled": 0.77}])[beat] is False
+
+
+def test_robustness_measures_each_world_and_protocol_beside_the_baselines(tiny_dataset, tiny_features_dir, tiny_user_branch,
+                                                                          tmp_path):
+    from musicrec.pipeline.robustness import RobustnessConfig, format_robustness, run_robustness
+    from conftest import TINY_SEED
+
+    datasets, out = tmp_path / "datasets", tmp_path / "robustness"
+    datasets.mkdir()
+    (datasets / "default").symlink_to(tiny_dataset)  # a generated world: reused, not generated again
+    (out / "default").mkdir(parents=True)
+    (out / "default" / "features").symlink_to(tiny_features_dir)
+    (out / "default" / "user_branch").symlink_to(tiny_user_branch)
+    table1 = Table1Config(epochs=1, steps_per_epoch=5, rows=(("metric_1vs4", 3.0),), baselines=("popularity", "metadata_genre"))
+    config = RobustnessConfig(worlds=("default",), size="tiny", seed=TINY_SEED, table1=table1)
+    report = run_robustness(out, config, datasets)
+    cells = {cell["protocol"]: cell for cell in report["cells"]}
+    assert set(cells) == {"per_user", "cold_tracks"}
+    for protocol, cell in cells.items():
+        written = json.loads((out / "default" / protocol / "table1.json").read_text())
+        assert written["protocol"] == protocol
+        (default,) = cell["variants"]
+        assert default["pooled"] == written["results"][0]["auc"]
+        assert default["oracle_share"] == (default["pooled"] - 0.5) / (written["oracle_auc"] - 0.5)
+        baselines = {b["name"]: b["pooled"] for b in cell["baselines"]}
+        beat = "beats every baseline by >= 0.02"
+        applicable = [v for v in baselines.values() if v is not None]
+        assert cell["checks"][beat] == (default["pooled"] >= max(applicable) + 0.02)
+    assert cells["cold_tracks"]["baselines"][0]["pooled"] is None  # popularity: no test track was ever heard
+    markdown = (out / "robustness.md").read_text()
+    assert markdown.strip() == format_robustness(report).strip()
+    assert "### World `default`" in markdown and "| oracle |" in markdown and "n/a (" in markdown
