@@ -88,7 +88,7 @@ def measured_cell(cell_dir: pathlib.Path, table1: Table1Config) -> Optional[dict
 def summarize_cell(world: str, protocol: str, report: dict) -> dict:
     """One (world, protocol) cell: each variant's and baseline's AUCs, the oracle, the acceptance bar."""
     oracle = report.get("oracle_auc")
-    variants = [{"name": f"{VARIANT_NAMES.get(r["variant"], r["variant"])} ({r['context_seconds']:g} s)",
+    variants = [{"name": f"{VARIANT_NAMES.get(r['variant'], r['variant'])} ({r['context_seconds']:g} s)",
                  "pooled": r["auc"], "per_user": r["per_user_auc"], "epochs": r.get("best_epoch") or r.get("epochs_trained"),
                  "oracle_share": oracle_share(r["auc"], oracle)} for r in report["results"]]
     baselines = [{"name": b["name"], "pooled": b["pooled"], "per_user": b["per_user"], "note": b.get("note", "")}
