@@ -150,7 +150,7 @@ def add_ingestion(pipeline, source: TableSource, usable_tracks: Union[AudioIndex
     }
     users = (by_user | "Group by user" >> beam.CoGroupByKey()
              | "Resolve users" >> beam.ParDo(steps.ResolveUser(), settings).with_outputs(
-                 MALFORMED, CHANGED, COUNTS, steps.LIKED, steps.PAIRS, main="users"))
+                 MALFORMED, CHANGED, COUNTS, steps.LIKED, steps.PAIRS, steps.QUERIES, main="users"))
     draws = (users[steps.LIKED] | "Liked counts" >> beam.combiners.ToList()
              | "Replay user draws" >> beam.FlatMap(steps.replay_user_draws, config.examples))
     user_examples = ({"user": users.users, "draw": draws} | "Draws by user" >> beam.CoGroupByKey()
@@ -159,7 +159,7 @@ def add_ingestion(pipeline, source: TableSource, usable_tracks: Union[AudioIndex
     pair_examples = pairs | "Pair examples" >> _PairExamples(joined[steps.TRACK_LINES], settings)
     evaluated = (pairs | "Evaluated pairs" >> beam.Filter(lambda pair: pair.split != "train")
                  | beam.Map(lambda pair: (pair.user_id, pair.track_id)))
-    queries = ({"pairs": users[steps.PAIRS], "evaluated": evaluated} | "Evaluated by user" >> beam.CoGroupByKey()
+    queries = ({"query": users[steps.QUERIES], "evaluated": evaluated} | "Evaluated by user" >> beam.CoGroupByKey()
                | "User queries" >> beam.FlatMap(steps.user_query_example, settings))
     examples = (user_examples.examples, pair_examples, queries) | "Examples" >> beam.Flatten()
     written = _write_examples(examples, uris)

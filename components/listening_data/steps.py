@@ -58,6 +58,7 @@ PAIR_SPLITS = {"train": TRAIN, "validation": EVAL, "test": TEST}
 TRACK_LINES = "track_lines"  # (track_id, line): every loaded track in table order
 LIKED = "liked"  # (user_id, liked, disliked): users with a liked track, for the user-branch draws
 PAIRS = "pairs"  # (user_id, UserPairs): users in the audio branch
+QUERIES = "queries"  # (user_id, UserQuery): the same users
 
 
 def property_name(reason: str) -> str:
@@ -167,12 +168,20 @@ class User:
 @dataclasses.dataclass(frozen=True)
 class UserPairs:
     """A user of the audio branch: their (track_id, label) pairs with audio, in track order, their
-    slice values and genres by track; and their liked tracks, for their query."""
+    slice values and the genres of those tracks."""
 
-    user: User
+    user_id: Any
     pairs: Tuple[Tuple[Any, int], ...]
     slices: Tuple[str, ...]
     genres: Dict[Any, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class UserQuery:
+    """What an audio-branch user's query is made of: their liked tracks (User.liked) and lookups."""
+
+    liked: Tuple[Tuple[int, Any], ...]
+    lookups: ExampleLookups
 
 
 class ResolveUser(beam.DoFn):
@@ -230,10 +239,11 @@ def _audio_pairs_of(user: User, settings: JobSettings) -> Iterator:
         yield _count(audio_pairs_excluded(below_minimum(settings.feedback)), 1)
         return
     pairs = UserPairs(
-        user, tuple((label.track_id, label.label) for label in with_audio), _slice_values(user, settings),
+        user.user_id, tuple((label.track_id, label.label) for label in with_audio), _slice_values(user, settings),
         {label.track_id: tracks[label.track_id].genre for label in with_audio},
     )
     yield beam.pvalue.TaggedOutput(PAIRS, (user.user_id, pairs))
+    yield beam.pvalue.TaggedOutput(QUERIES, (user.user_id, UserQuery(tuple(user.liked()), user.lookups)))
 
 
 def _slice_values(user: User, settings: JobSettings) -> Tuple[str, ...]:
@@ -354,7 +364,7 @@ def key_splits(keys: Iterable, split: SplitConfig) -> Iterator[Tuple[Any, str]]:
 def pairs_of(user_pairs: UserPairs, splits: Optional[Sequence[str]] = None) -> Iterator[Pair]:
     """The user's pairs, in the given splits (None: not split yet)."""
     for (track_id, label), split in zip(user_pairs.pairs, splits or [None] * len(user_pairs.pairs)):
-        yield Pair(user_pairs.user.user_id, track_id, label, split, user_pairs.slices, user_pairs.genres[track_id])
+        yield Pair(user_pairs.user_id, track_id, label, split, user_pairs.slices, user_pairs.genres[track_id])
 
 
 def split_per_user(element, split: SplitConfig) -> Iterator[Pair]:
@@ -405,14 +415,14 @@ def pair_examples(element, settings: JobSettings) -> Iterator[Tuple[str, bytes]]
 
 
 def user_query_example(element, settings: JobSettings) -> Iterator[Tuple[str, bytes]]:
-    """(user_id, {pairs, evaluated}) -> the user's query: their last liked tracks outside their
+    """(user_id, {query, evaluated}) -> the user's query: their last liked tracks outside their
     validation and test pairs."""
     user_id, grouped = element
-    user = next(iter(grouped["pairs"])).user
+    query = next(iter(grouped["query"]))
     evaluated = set(grouped["evaluated"])
-    liked = np.asarray([track for _, track in user.liked() if track not in evaluated], dtype=object)
+    liked = np.asarray([track for _, track in query.liked if track not in evaluated], dtype=object)
     row = history_row(user_id, liked, settings.examples.history_length)
-    yield from _serialized("audio_pairs", USER_QUERIES, assemble_examples([row], user.lookups, settings.examples.history_length).columns)
+    yield from _serialized("audio_pairs", USER_QUERIES, assemble_examples([row], query.lookups, settings.examples.history_length).columns)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,28 +10,28 @@ StatisticsGen, Transform and TFMA read them as they are.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping
+from typing import Callable, Dict, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
 
 
-def _feature(column: np.ndarray, i: int) -> tf.train.Feature:
-    value = column[i]
-    values = value if column.ndim == 2 else [value]
+def _feature_maker(column: np.ndarray) -> Callable[[object], tf.train.Feature]:
+    """How a column's values become features, decided once per column by its dtype."""
     if column.dtype == np.float32:
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+        return lambda values: tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
     if np.issubdtype(column.dtype, np.integer):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
+        return lambda values: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+    return lambda values: tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values]))
 
 
 def serialize_rows(columns: Mapping[str, np.ndarray]) -> Iterable[bytes]:
     lengths = {len(column) for column in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns differ in length: { {k: len(v) for k, v in columns.items()} }")
+    makers = {name: (column, _feature_maker(column), column.ndim == 2) for name, column in columns.items()}
     for i in range(lengths.pop() if lengths else 0):
-        feature = {name: _feature(column, i) for name, column in columns.items()}
+        feature = {name: make(column[i] if is_list else [column[i]]) for name, (column, make, is_list) in makers.items()}
         yield tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
