@@ -198,9 +198,15 @@ def recorded(log: pathlib.Path, project: pathlib.Path, python: pathlib.Path) -> 
     return [[normal(a) for a in (call[1:] if call[:1] == ["-m"] else call)] for call in calls]
 
 
+# Set by an outer `make` (`make test` runs these tests): a nested make would then print
+# "Entering/Leaving directory" lines, inherit the outer flags and take the outer's variables.
+OUTER_MAKE = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")
+
+
 def run(argv, project: pathlib.Path, env: Dict[str, str]) -> subprocess.CompletedProcess:
     # PYTHON310 given, the Makefile need not ask pyenv for it (a second per `make`).
-    env = {**os.environ, "PYTHON310": sys.executable, **env}
+    outer = {k: v for k, v in os.environ.items() if k not in OUTER_MAKE}
+    env = {**outer, "PYTHON310": sys.executable, **env}
     return subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
 
 
