@@ -18,7 +18,7 @@ import yaml
 from musicrec.data.contract import FeedbackConfig
 from musicrec.pipeline.runs import METADATA_FILE
 from musicrec.trainer.audio_branch import VARIANTS
-from musicrec.trainer.practitioner_baselines import BASELINES as PRACTITIONER_BASELINES
+from musicrec.trainer.practitioner_baselines import BASELINES as PRACTITIONER_BASELINES, check_baseline_names
 
 BASELINES = ("dcue", "latest_blessed", "none")
 
@@ -94,9 +94,7 @@ class PipelineConfig:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, not {self.variant!r}")
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, not {self.baseline!r}")
-        unknown = sorted(set(self.practitioner_baselines) - set(PRACTITIONER_BASELINES))
-        if unknown:
-            raise ValueError(f"practitioner_baselines must be among {PRACTITIONER_BASELINES}, not {unknown}")
+        check_baseline_names(self.practitioner_baselines)
         FeedbackConfig(liked_events=tuple(self.liked_events), disliked_events=tuple(self.disliked_events))
 
     @classmethod

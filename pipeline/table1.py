@@ -29,7 +29,7 @@ from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.audio_data import prepare_audio_branch
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
 from musicrec.trainer.audio_training import train_audio_branch
-from musicrec.trainer.practitioner_baselines import BASELINES, baseline_track_features, format_baselines, practitioner_baselines
+from musicrec.trainer.practitioner_baselines import BASELINES, check_baseline_names, evaluate_baselines, format_baselines
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.names import USER_TOWER_DIR
 from musicrec.trainer.user_module import run_on_dataset
@@ -71,6 +71,9 @@ class Table1Config:
     # categorical track columns the metadata baseline one-hot encodes when the dataset has them.
     baselines: Tuple[str, ...] = BASELINES
     metadata_columns: Tuple[str, ...] = ("genre",)
+
+    def __post_init__(self):
+        check_baseline_names(self.baselines)  # before hours of training, not after
 
 
 def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=None, user_branch_dir=None):
@@ -123,10 +126,8 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
 
 def run_baselines(dataset, pairs, feature_cache: pathlib.Path, config: Table1Config) -> List[dict]:
     """The practitioner baselines on the variants' own train and test pairs."""
-    features = baseline_track_features(dataset.tracks, dataset.audio_files(), feature_cache, config.baselines,
-                                       config.metadata_columns)
-    results = practitioner_baselines(pairs.split("train"), pairs.split("test"), features,
-                                     popularity="popularity" in config.baselines)
+    results = evaluate_baselines(pairs.split("train"), pairs.split("test"), dataset.tracks, dataset.audio_files(),
+                                 feature_cache, config.baselines, config.metadata_columns)
     return [r.as_dict() for r in results]
 
 

@@ -108,7 +108,7 @@ def recommender_table(models_dir) -> Tuple[np.ndarray, np.ndarray]:
     import tensorflow as tf
 
     from musicrec.serving.export import latest_version
-    from musicrec.names import RECOMMENDER
+    from musicrec.serving.graphs import RECOMMENDER
 
     reader = tf.train.load_checkpoint(str(latest_version(pathlib.Path(models_dir) / RECOMMENDER) / "variables" / "variables"))
     value = lambda name: reader.get_tensor(f"index/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa: E731

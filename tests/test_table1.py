@@ -55,7 +55,7 @@ def test_robustness_measures_each_world_and_protocol_beside_the_baselines(tiny_d
     (out / "default").mkdir(parents=True)
     (out / "default" / "features").symlink_to(tiny_features_dir)
     (out / "default" / "user_branch").symlink_to(tiny_user_branch)
-    table1 = Table1Config(epochs=1, steps_per_epoch=5, rows=(("metric_1vs4", 3.0),), baselines=("popularity", "metadata_genre"))
+    table1 = Table1Config(epochs=1, steps_per_epoch=5, rows=(("metric_1vs4", 3.0),), baselines=("popularity", "metadata"))
     config = RobustnessConfig(worlds=("default",), size="tiny", seed=TINY_SEED, table1=table1)
     report = run_robustness(out, config, datasets)
     cells = {cell["protocol"]: cell for cell in report["cells"]}

@@ -185,6 +185,14 @@ POPULARITY_DESCRIPTION = "popularity (training likes of the track)"
 MUSICNN_DESCRIPTION = "musicnn MSD max_pool + per-user LR"
 
 
+def check_baseline_names(baselines: Sequence[str]) -> None:
+    """A misspelt baseline would otherwise vanish from every report without a word."""
+    unknown = sorted(set(baselines) - set(BASELINES))
+    if unknown:
+        raise ValueError(f"unknown practitioner baseline(s) {unknown}: choose from {list(BASELINES)} "
+                         "(metadata one-hot encodes each of `metadata_columns`)")
+
+
 class NotApplicable(ValueError):
     """A baseline that this dataset cannot have (e.g. no such metadata column); the message says why."""
 
@@ -216,6 +224,7 @@ def metadata_features(tracks: pd.DataFrame, column: str) -> TrackFeatureTable:
 def _representations(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str],
                      metadata_columns: Sequence[str]) -> List[Tuple[str, str, Callable[[], TrackFeatureTable]]]:
     """(name, description, build) of each configured per-user LR baseline; `build` may raise NotApplicable."""
+    check_baseline_names(baselines)
     found = []
     if "musicnn" in baselines:
         found.append(("musicnn", MUSICNN_DESCRIPTION, lambda: musicnn_features(audio_files, cache_root)))
@@ -223,25 +232,6 @@ def _representations(tracks: pd.DataFrame, audio_files, cache_root, baselines: S
         found.append((f"metadata_{column}", f"{column} one-hot + per-user LR (no audio)",
                       functools.partial(metadata_features, tracks, column)))
     return found
-
-
-def baseline_track_features(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str] = BASELINES,
-                            metadata_columns: Sequence[str] = ("genre",)) -> Dict[str, Tuple[str, TrackFeatureTable]]:
-    """The track representations of the per-user LR baselines that apply to this dataset.
-
-    `audio_files`: every track's `AudioFile` (`Dataset.audio_files()`);
-    musicnn features are cached per file under `cache_root`, and tracks whose
-    audio musicnn cannot use are left out of its table (scored 0.5, counted).
-    A representation that does not apply (e.g. a metadata column missing from
-    `tracks`) is skipped with a log line; `evaluate_baselines` reports it instead.
-    """
-    features: Dict[str, Tuple[str, TrackFeatureTable]] = {}
-    for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns):
-        try:
-            features[name] = (description, build())
-        except NotApplicable as reason:
-            logging.info("%s %s baseline skipped: %s", musicrec.LOG_TAG, name, reason)
-    return features
 
 
 def evaluate_baselines(train: pd.DataFrame, test: pd.DataFrame, tracks: pd.DataFrame, audio_files, cache_root,
@@ -252,6 +242,7 @@ def evaluate_baselines(train: pd.DataFrame, test: pd.DataFrame, tracks: pd.DataF
     broken musicnn install), is a result without an AUC whose note says why:
     a report never leaves one out silently, and one failure does not stop the others.
     """
+    check_baseline_names(baselines)
     results = [_popularity(train, test)] if "popularity" in baselines else []
     for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns):
         try:
