@@ -17,6 +17,7 @@ import yaml
 
 from musicrec.data.contract import FeedbackConfig
 from musicrec.pipeline.runs import METADATA_FILE
+from musicrec.storage import absolute
 from musicrec.trainer.audio_branch import VARIANTS
 from musicrec.trainer.practitioner_baselines import BASELINES as PRACTITIONER_BASELINES, check_baseline_names
 
@@ -119,8 +120,9 @@ class PipelineConfig:
         return pathlib.Path(self.run_dir).resolve() / METADATA_FILE
 
     @property
-    def serving_path(self) -> pathlib.Path:
-        return pathlib.Path(self.serving_base_path or pathlib.Path(self.run_dir) / "serving").resolve()
+    def serving_path(self) -> str:
+        """The serving base path: a local folder made absolute, or a URI (gs://, s3://) as given."""
+        return absolute(self.serving_base_path or pathlib.Path(self.run_dir) / "serving")
 
     @property
     def feedback(self) -> FeedbackConfig:
@@ -142,16 +144,4 @@ def code_fingerprint() -> str:
     for package in COMPONENT_CODE:
         for source in sorted((root / package).rglob("*.py")):
             digest.update(str(source.relative_to(root)).encode() + b"\0" + source.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def fingerprint(paths) -> str:
-    """A digest of the names, sizes and modification times of the given files (and of every file
-    under given folders): it changes whenever the data does, and costs no reading."""
-    digest = hashlib.sha256()
-    for path in sorted(pathlib.Path(p) for p in paths):
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for file in files:
-            stat = file.stat() if file.exists() else None
-            digest.update(f"{file}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}\n".encode())
     return digest.hexdigest()[:16]

@@ -16,9 +16,8 @@
 
 from __future__ import annotations
 
-import pathlib
 import posixpath
-from typing import List, Optional
+from typing import Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -31,10 +30,9 @@ from musicrec.components.listening_data.component import ListeningDataGen
 from musicrec.components.listening_data.ingest import IngestionConfig
 from musicrec.components.practitioner_baselines.component import PractitionerBaselines, baselines_config
 from musicrec.components.serving_pusher.component import ServingPusher
-from musicrec.data.adapters import PLAIN
 from musicrec.data.audio_pairs import SplitConfig
-from musicrec.data.contract import TABLES
-from musicrec.pipeline.config import PipelineConfig, code_fingerprint, fingerprint
+from musicrec.pipeline.config import PipelineConfig, code_fingerprint
+from musicrec.storage import absolute
 from musicrec.names import SCORE_EXAMPLES_SIGNATURE
 
 USER_RUN_FN = "musicrec.trainer.user_module.run_fn"
@@ -45,26 +43,33 @@ BASELINE_VARIANT = "dcue_1vs1"
 FEATURE_CACHE_DIR = "feature_cache"
 
 
-def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
-                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
-    dataset_dir = str(pathlib.Path(config.dataset_dir).resolve())
-    code = code_fingerprint()
-    tables = _table_files(dataset_dir, config.dataset_adapter)
+def dataset_readers(config: PipelineConfig, code: str) -> Tuple[AudioFeatures, ListeningDataGen]:
+    """The two components that read the dataset folder: audio features, then the listening data.
+
+    Nothing here reads the dataset: their drivers fingerprint it at run time, so the pipeline
+    builds and compiles where the data cannot be read (e.g. a gs:// folder from a laptop).
+    """
+    dataset_dir = absolute(config.dataset_dir)
     features = AudioFeatures(
-        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
-        dataset_fingerprint=f"{fingerprint(_audio_inputs(dataset_dir, tables))}-{code}",
+        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter, code_fingerprint=code,
         min_seconds=config.context_seconds,
     ).with_beam_pipeline_args(config.audio_beam_args)  # added to the pipeline's beam_args
     ingestion = ListeningDataGen(
-        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
-        dataset_fingerprint=f"{fingerprint(tables)}-{code}",
+        dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter, code_fingerprint=code,
         ingestion_config=IngestionConfig(feedback=config.feedback, split=SplitConfig(protocol=config.split_protocol)).to_json(),
         context_seconds=config.context_seconds, log_mel_features=features.outputs["features"],
     )
+    return features, ingestion
+
+
+def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
+                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    code = code_fingerprint()
+    features, ingestion = dataset_readers(config, code)
     interactions = ingestion.outputs["interactions"]
     statistics = tfx.components.StatisticsGen(examples=interactions)
     if config.schema_file:
-        schema = tfx.components.ImportSchemaGen(schema_file=str(pathlib.Path(config.schema_file).resolve()))
+        schema = tfx.components.ImportSchemaGen(schema_file=absolute(config.schema_file))
     else:
         schema = tfx.components.SchemaGen(statistics=statistics.outputs["statistics"], infer_feature_shape=True)
     validator = tfx.components.ExampleValidator(statistics=statistics.outputs["statistics"], schema=schema.outputs["schema"])
@@ -107,7 +112,7 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
     components += [evaluator, pusher]
     if config.practitioner_baselines:
         components.append(PractitionerBaselines(
-            dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter,
+            dataset_dir=absolute(config.dataset_dir), dataset_adapter=config.dataset_adapter,
             baselines_config=baselines_config(config.practitioner_baselines, config.metadata_columns),
             feature_cache_dir=posixpath.join(pipeline_root or str(config.pipeline_root), FEATURE_CACHE_DIR),
             code_fingerprint=code, audio_pairs=ingestion.outputs["audio_pairs"],
@@ -162,17 +167,3 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices],
         metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
     )
-
-
-def _table_files(dataset_dir: str, adapter: str) -> List[pathlib.Path]:
-    """The plain layout's tables, or every top-level file for another adapter's layout."""
-    root = pathlib.Path(dataset_dir)
-    files = [f for f in root.iterdir() if f.is_file()]
-    return [f for f in files if f.stem in {t.name for t in TABLES}] if adapter == PLAIN else files
-
-
-def _audio_inputs(dataset_dir: str, tables: List[pathlib.Path]) -> List[pathlib.Path]:
-    """The tracks table (all tables when there is none by that name) and every file under the
-    dataset's sub-folders (the audio): new interactions do not rerun the audio features."""
-    tracks = [t for t in tables if t.stem == "tracks"]
-    return (tracks or tables) + [d for d in pathlib.Path(dataset_dir).iterdir() if d.is_dir()]

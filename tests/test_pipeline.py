@@ -399,7 +399,7 @@ def test_a_cached_rerun_after_another_configuration_reports_and_serves_its_own_m
     assert summary["evaluation"]["path"] == str(evaluation) and find_evaluation(config.run_dir).path == evaluation
 
     # Y's push was the newest version: X's cached push is pushed again as a newer one.
-    base = config.serving_path
+    base = pathlib.Path(config.serving_path)
     served = again["served"]
     newest = max(int(p.name) for p in (base / "user_embedder").iterdir() if p.name.isdigit())
     assert served["repushed_from"] == 1 and served["version"] == newest

@@ -3,10 +3,11 @@
 Beam runs it: DirectRunner locally (`--direct_num_workers=N
 --direct_running_mode=multi_processing` uses N cores), Dataflow, Flink or
 Spark through the pipeline's Beam args. The dataset folder is a parameter,
-like ExampleGen's `input_base`; a fingerprint of it (sizes and modification
-times of the tracks table and the audio files, plus the project's code) is a
-parameter too, so the cache reruns this component exactly when the audio or
-the code changed.
+like ExampleGen's `input_base`; its driver fingerprints the tracks table and
+the audio files (sizes and modification times) at run time
+(`dataset_fingerprint.py`), and with the code's fingerprint that is in the
+cache key, so the cache reruns this component exactly when the audio or the
+code changed.
 """
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
@@ -19,6 +20,7 @@ from tfx.dsl.component.experimental.annotations import BeamComponentParameter, O
 from tfx.dsl.component.experimental.decorators import component
 
 import musicrec
+from musicrec.components.dataset_fingerprint import AudioFingerprintDriver
 from musicrec.components.artifacts import AudioQuarantine, LogMelFeatures
 from musicrec.components.audio_features import transforms
 from musicrec.audio import decode
@@ -31,16 +33,17 @@ REPORT_FILE = "report.md"
 def AudioFeatures(
     dataset_dir: Parameter[str],
     dataset_adapter: Parameter[str],
-    dataset_fingerprint: Parameter[str],
+    code_fingerprint: Parameter[str],
     min_seconds: Parameter[float],
     features: OutputArtifact[LogMelFeatures],
     quarantine: OutputArtifact[AudioQuarantine],
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
+    dataset_fingerprint: Parameter[str] = "",
 ) -> None:
     """Decodes every track's audio, resamples to 22050 Hz mono, and writes the log-mel of its
     first 30 s; audio that is missing, unreadable, silent or shorter than `min_seconds` is
     quarantined with its status (the report lists each file)."""
-    del dataset_fingerprint  # only in the cache key
+    del code_fingerprint, dataset_fingerprint  # only in the cache key (the second set by the driver at run time)
     tracks = load_with_adapter(dataset_dir, dataset_adapter).audio_files()
     if not tracks:
         raise ValueError(f"the dataset in {dataset_dir} lists no tracks")
@@ -58,6 +61,10 @@ def AudioFeatures(
     logging.info("%s %s", musicrec.LOG_TAG, report.format())
     if report.extracted == 0:
         raise ValueError(f"no track has usable audio; see {quarantine.uri}")
+
+
+# Set after the decorator, which builds the component class: the run-time dataset fingerprint.
+AudioFeatures.DRIVER_CLASS = AudioFingerprintDriver
 
 
 def _move_quarantine(features_dir: pathlib.Path, quarantine_dir: pathlib.Path) -> None:

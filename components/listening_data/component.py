@@ -2,9 +2,10 @@
 
 It runs the ingestion Beam job of `ingest.py` on the pipeline's Beam runner
 (DirectRunner locally, Dataflow at scale, by the pipeline's Beam args). The
-dataset folder is a parameter, like ExampleGen's `input_base`; its fingerprint
-(tables and code) is a parameter too, so the cache reruns ingestion exactly when
-the tables or the code changed. It takes the audio feature component's output to
+dataset folder is a parameter, like ExampleGen's `input_base`; its driver
+fingerprints the tables at run time (`dataset_fingerprint.py`), and with the
+code's fingerprint that is in the cache key, so the cache reruns ingestion
+exactly when the tables or the code changed. It takes the audio feature component's output to
 know which tracks have usable audio (pairs of the others are excluded and counted).
 What it writes is described in `ingest.py`.
 """
@@ -21,6 +22,7 @@ from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import Examples
 
 import musicrec
+from musicrec.components.dataset_fingerprint import TablesFingerprintDriver
 from musicrec.components.artifacts import LogMelFeatures
 from musicrec.components.audio_features.transforms import INDEX_FILE
 from musicrec.components.listening_data.ingest import (
@@ -33,7 +35,7 @@ from musicrec.trainer.audio_branch import AudioBranchConfig
 def ListeningDataGen(
     dataset_dir: Parameter[str],
     dataset_adapter: Parameter[str],
-    dataset_fingerprint: Parameter[str],
+    code_fingerprint: Parameter[str],
     ingestion_config: Parameter[str],
     context_seconds: Parameter[float],
     log_mel_features: InputArtifact[LogMelFeatures],
@@ -41,11 +43,12 @@ def ListeningDataGen(
     user_examples: OutputArtifact[Examples],
     audio_pairs: OutputArtifact[Examples],
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
+    dataset_fingerprint: Parameter[str] = "",
 ) -> None:
     """Writes the interactions, user-branch examples and audio pairs (stops on unusable data with
     the reasons); every rejected row is reported beside the interactions and every exclusion
     counted in the artifacts' custom properties and in `ingestion_report.json`."""
-    del dataset_fingerprint  # only in the cache key
+    del code_fingerprint, dataset_fingerprint  # only in the cache key (the second set by the driver at run time)
     config = IngestionConfig.from_json(ingestion_config)
     started = time.monotonic()
     source = table_source(dataset_dir, dataset_adapter)
@@ -62,3 +65,7 @@ def ListeningDataGen(
     logging.info("%s %s", musicrec.LOG_TAG, report.format(source.files))
     logging.info("%s ingestion: %d interaction rows in %.1f s (%.0f rows/s)", musicrec.LOG_TAG, events, seconds,
                  events / max(seconds, 1e-9))
+
+
+# Set after the decorator, which builds the component class: the run-time dataset fingerprint.
+ListeningDataGen.DRIVER_CLASS = TablesFingerprintDriver
