@@ -27,10 +27,16 @@ USER_EMBEDDINGS_FILE = "user_embeddings.parquet"
 TRACK_EMBEDDINGS_FILE = "track_embeddings.parquet"
 # Written next to a SavedModel's assets: what the pusher and readers need to know.
 MODEL_INFO_FILE = "assets.extra/musicrec_model.json"
+# The audio model's per-user refined vectors (trainer/user_refinement.py), when it chose to refine:
+# the serving table takes them in place of those users' UEs.
+REFINED_USERS_FILE = "assets.extra/refined_user_vectors.parquet"
 
 # Signatures of the trainers' SavedModels.
 EMBED_USER_SIGNATURE = "embed_user"
 RECOMMEND_SIGNATURE = "recommend_tracks"
 EMBED_LOG_MEL_SIGNATURE = "embed_log_mel"
 SCORE_EXAMPLES_SIGNATURE = "score_examples"  # what TFMA evaluates
+# An adapted variant's UE map (UE -> the vector AEs are scored against), which the serving
+# export applies to the UE table it bakes in.
+ADAPT_USER_SIGNATURE = "adapt_user_embedding"
 

@@ -28,13 +28,14 @@ import shutil
 from typing import Dict, List
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from musicrec.serving import graphs, warmup
 from musicrec.trainer.audio_data import UserVectors
-from musicrec.names import EMBED_LOG_MEL_SIGNATURE
+from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE
 
 MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)
 MODELS_CONFIG = "models.config"
@@ -101,7 +102,7 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     encoder = tf.saved_model.load(str(audio_encoder_dir))
     if EMBED_LOG_MEL_SIGNATURE not in encoder.signatures:
         raise ValueError(f"{audio_encoder_dir} has no '{EMBED_LOG_MEL_SIGNATURE}' signature (an audio_encoder export)")
-    users = UserVectors.from_parquet(user_embeddings_path)
+    users = scored_users(UserVectors.from_parquet(user_embeddings_path), encoder, pathlib.Path(audio_encoder_dir))
     audio_dim = encoder.signatures[EMBED_LOG_MEL_SIGNATURE].structured_outputs["audio_embedding"].shape[-1]
     if users.vectors.shape[1] != audio_dim:
         raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
@@ -125,6 +126,25 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     write_models_config(base / MODELS_CONFIG, container_base_path)
     (base / BATCHING_PARAMETERS).write_text(BATCHING_TEXT)
     return dirs
+
+
+def scored_users(users: UserVectors, audio_model, audio_model_dir: pathlib.Path) -> UserVectors:
+    """The table the recommender scores AEs against, as the audio model scored them: the user
+    branch's UEs (every user, from their whole history), through the audio model's UE adapter
+    when it has one, and the vectors the audio model refined per user for those it refined."""
+    vectors = users.vectors
+    if ADAPT_USER_SIGNATURE in audio_model.signatures:
+        adapt = audio_model.signatures[ADAPT_USER_SIGNATURE]
+        vectors = adapt(user_embedding=tf.constant(vectors, tf.float32))["user_embedding"].numpy()
+    refined_path = audio_model_dir / REFINED_USERS_FILE
+    if refined_path.exists():
+        refined = UserVectors.from_parquet(refined_path)
+        index = users.index()
+        known = np.array([user in index for user in refined.user_ids], bool)
+        vectors = vectors.copy()
+        vectors[[index[user] for user in refined.user_ids[known]]] = refined.vectors[known]
+        logging.info("%s serving table: %d users take the audio model's refined vectors", musicrec.LOG_TAG, known.sum())
+    return UserVectors(users.user_ids, vectors)
 
 
 def remove_interrupted_exports(base_path) -> List[pathlib.Path]:

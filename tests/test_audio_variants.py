@@ -7,10 +7,10 @@ import pytest
 import tensorflow as tf
 
 from musicrec.data.loading import load_dataset
-from musicrec.names import EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE, USER_TOWER_DIR
+from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE, USER_TOWER_DIR
 from musicrec.trainer.audio_branch import PAPER_NAMES, VARIANT_NAMES, VARIANTS, AudioBranchConfig, hardest_negatives, infonce_loss
 from musicrec.trainer.audio_data import prepare_audio_branch
-from musicrec.trainer.audio_export import ADAPT_USER_SIGNATURE, PairScorer, export_audio_model
+from musicrec.trainer.audio_export import PairScorer, export_audio_model
 from musicrec.trainer.audio_input import FLOOR_DB, Augmentation, LogMelStore, training_examples
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows

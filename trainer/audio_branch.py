@@ -13,6 +13,7 @@ Table 1 models and the later variants are configurations of it:
 | contrastive_1vs4      | UE (frozen)              | 1 liked, 4 disliked     | InfoNCE over every track in the batch  |
 | metric_1vs4_augmented | UE (frozen)              | as Metric-1vs4, log-mels with random gain and EQ tilt | cosine hinge |
 | metric_1vs4_hard      | UE (frozen)              | 1 liked, 4 disliked + 4 mined in the batch | cosine hinge        |
+| metric_1vs4_refined   | UE, then refined per user on its training pairs | 1 liked, 4 disliked | cosine hinge  |
 
 Each later variant changes one thing of Metric-1vs4, so each is measured
 against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
@@ -60,6 +61,7 @@ VARIANTS: Dict[str, dict] = {
     "contrastive_1vs4": dict(user_vector="ue", negatives=4, loss="infonce"),
     "metric_1vs4_augmented": dict(user_vector="ue", negatives=4, loss="hinge", augment=True),
     "metric_1vs4_hard": dict(user_vector="ue", negatives=4, loss="hinge", hard_negatives=4),
+    "metric_1vs4_refined": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True),
 }
 LR_SCHEDULES = ("inverse_time", "cosine")
 USER_VECTORS = ("ue", "adapted_ue", "lookup")
@@ -71,6 +73,7 @@ PAPER_NAMES = {
 VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the later ones
     **PAPER_NAMES, "metric_1vs4_adapted": "Metric-1vs4 + UE adapter", "contrastive_1vs4": "Contrastive-1vs4",
     "metric_1vs4_augmented": "Metric-1vs4 + augmentation", "metric_1vs4_hard": "Metric-1vs4 + hard negatives",
+    "metric_1vs4_refined": "Metric-1vs4 + user refinement",
 }
 EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
 
@@ -113,6 +116,9 @@ class AudioBranchConfig:
     # Early stopping on the validation pairs' AUC, checked after every epoch; the weights of the
     # best epoch are restored. 0 turns it off (train every epoch, keep the last weights).
     early_stopping_patience: int = 0
+    # After training, move each user's vector toward their own training pairs in AE space
+    # (trainer/user_refinement.py; its strength, none included, chosen on the validation pairs).
+    refine_users: bool = False
     seed: int = 0
 
     def __post_init__(self):

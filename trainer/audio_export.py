@@ -14,13 +14,12 @@ import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 
-from musicrec.names import AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE
+from musicrec.names import (
+    ADAPT_USER_SIGNATURE, AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE, SCORE_EXAMPLES_SIGNATURE,
+)
 from musicrec.trainer.audio_training import TrainedAudioBranch
 from musicrec.trainer.similarity import cosine
-
-# The adapted variants' UE map (see export_audio_model). Its consumers are the serving export,
-# which should apply it to the UE table it bakes in: then it belongs in musicrec/names.py.
-ADAPT_USER_SIGNATURE = "adapt_user_embedding"
+from musicrec.trainer.user_export import write_embeddings
 
 
 class PairScorer(tf.Module):
@@ -89,6 +88,18 @@ def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairS
         )
     tf.saved_model.save(module, str(path), signatures=signatures)
     return pathlib.Path(path)
+
+
+def write_refined_users(trained: TrainedAudioBranch, model_dir) -> Optional[pathlib.Path]:
+    """The vectors of the users the refinement moved, beside the SavedModel (REFINED_USERS_FILE):
+    the serving export gives them to those users in place of their UEs; the others keep their UE."""
+    refinement = trained.refinement
+    if refinement is None or not refinement.refined_users:
+        return None
+    path = pathlib.Path(model_dir) / REFINED_USERS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_embeddings(path, "user_id", trained.users.user_ids[refinement.refined], refinement.vectors[refinement.refined])
+    return path
 
 
 def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:

@@ -21,7 +21,7 @@ from musicrec.names import MODEL_INFO_FILE, USER_TOWER_DIR
 from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.audio_data import UserVectors, usable_pairs
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked, fit_calibration, pair_scores, track_embeddings
-from musicrec.trainer.audio_export import PairScorer, export_audio_model
+from musicrec.trainer.audio_export import PairScorer, export_audio_model, write_refined_users
 from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.audio_training import train_audio_branch
 
@@ -71,6 +71,7 @@ def run_fn(fn_args) -> None:
     }
     (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_refined_users(trained, model_dir)
     report_dir = pathlib.Path(fn_args.model_run_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / REPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")

@@ -23,6 +23,7 @@ from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, 
 from musicrec.trainer.audio_data import UserVectors, usable_pairs
 from musicrec.trainer.audio_evaluation import pair_scores, track_embeddings
 from musicrec.trainer.audio_input import Augmentation, Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
+from musicrec.trainer.user_refinement import Refinement, choose_refinement, pair_arrays
 
 
 @dataclasses.dataclass
@@ -35,15 +36,19 @@ class TrainedAudioBranch:
     skipped_users: int
     epochs_trained: int = 0
     best_epoch: Optional[int] = None  # 1-based epoch whose weights were kept (early stopping), else None
+    refinement: Optional[Refinement] = None  # per-user refinement (config.refine_users)
 
     def training_summary(self) -> dict:
-        """What the reports list: the epochs run and chosen, and the validation AUC per epoch."""
+        """What the reports list: the epochs run and chosen, the validation AUC per epoch, and the
+        user refinement chosen."""
         return {"epochs_trained": self.epochs_trained, "best_epoch": self.best_epoch,
-                "max_epochs": self.config.epochs, "validation_auc_by_epoch": self.history.get("val_auc", [])}
+                "max_epochs": self.config.epochs, "validation_auc_by_epoch": self.history.get("val_auc", []),
+                "user_refinement": self.refinement.summary() if self.refinement else None}
 
     def user_vectors(self) -> np.ndarray:
-        """The vectors the model scores against: the (adapted) UEs, or the learned id embeddings (DCUE)."""
-        return self.model.user_table()
+        """The vectors the model scores against: the (adapted) UEs, or the learned id embeddings (DCUE),
+        refined per user when the configuration asks for it."""
+        return self.refinement.vectors if self.refinement else self.model.user_table()
 
 
 class _Progress(keras.callbacks.Callback):
@@ -109,7 +114,21 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
         segments_per_second=float(np.median(progress.rates)) if progress.rates else 0.0,
         skipped_users=examples.skipped_users, epochs_trained=len(history.history.get("loss", [])),
         best_epoch=int(np.argmax(val_auc)) + 1 if val_auc else None,
+        refinement=refine(model, train, pairs.split("validation"), users, store) if config.refine_users else None,
     )
+
+
+def refine(model: SiameseAudioModel, train: pd.DataFrame, validation: pd.DataFrame, users: UserVectors,
+           store: LogMelStore) -> Refinement:
+    """The per-user refinement of the trained model's user vectors (trainer/user_refinement.py),
+    from the AEs of the training and validation tracks only."""
+    validation = usable_pairs(validation, users, store, 1)
+    frames = pd.concat([train, validation])
+    rows = np.unique(store.rows(frames["track_id"]))
+    track_ae = track_embeddings(model.encoder, store, model.config.context_frames, track_rows=rows)
+    index = users.index()
+    arrays = [pair_arrays(f, index, track_ae, store.rows(f["track_id"])) for f in (train, validation)]
+    return choose_refinement(model.user_table(), *arrays)
 
 
 class ValidationAUC(keras.callbacks.Callback):
