@@ -20,11 +20,13 @@ LATER_VARIANTS = sorted(set(VARIANTS) - set(PAPER_NAMES))
 
 
 def test_later_variants_are_named_and_the_papers_unchanged():
-    assert LATER_VARIANTS == ["contrastive_1vs4", "metric_1vs4_adapted", "metric_1vs4_augmented", "metric_1vs4_hard"]
+    assert LATER_VARIANTS == ["contrastive_1vs4", "metric_1vs4_adapted", "metric_1vs4_augmented", "metric_1vs4_hard",
+                              "metric_1vs4_refined"]
     assert set(VARIANT_NAMES) == set(VARIANTS) and len(set(VARIANT_NAMES.values())) == len(VARIANTS)
     assert {v: VARIANT_NAMES[v] for v in PAPER_NAMES} == PAPER_NAMES
     defaults = AudioBranchConfig()  # the paper's recipe stays the default
-    assert (defaults.user_vector, defaults.loss, defaults.augment, defaults.hard_negatives) == ("ue", "hinge", False, 0)
+    assert (defaults.user_vector, defaults.loss, defaults.augment, defaults.hard_negatives, defaults.refine_users) == (
+        "ue", "hinge", False, 0, False)
     with pytest.raises(ValueError, match="hard_negatives"):
         AudioBranchConfig(loss="infonce", hard_negatives=2)
 
@@ -85,8 +87,10 @@ def test_later_variant_trains_and_its_export_loads_back(variant, tiny_pairs, tin
     assert np.all(np.isfinite(trained.history["loss"]))
     table = trained.user_vectors()
     adapted = config.user_vector == "adapted_ue"
-    # The UEs are scored as given, or through the adapter, which training moved off the identity.
-    assert np.allclose(table, users.vectors, atol=1e-6) != adapted
+    if config.refine_users:  # the vectors the refinement chose (tests/test_user_refinement.py)
+        np.testing.assert_array_equal(table, trained.refinement.vectors)
+    else:  # the UEs are scored as given, or through the adapter, which training moved off the identity
+        assert np.allclose(table, users.vectors, atol=1e-6) != adapted
 
     validation = pairs.split("validation").head(20)
     tracks = np.random.default_rng(0).normal(size=(len(tiny_log_mels.track_ids), 40)).astype(np.float32)
