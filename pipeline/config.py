@@ -49,6 +49,9 @@ class PipelineConfig:
     audio_steps_per_epoch: Optional[int] = 150  # empty: one pass over the training triplets
     user_epochs: int = 40  # the most; early stopping on validation recall@10 picks the number
     user_hidden: List[int] = dataclasses.field(default_factory=lambda: [128, 64])
+    # Rank a seeded sample of this many users in the user branch's ranking metrics (early stopping
+    # and report) instead of every user: for services with millions of users. Empty: every user.
+    user_ranking_max_users: Optional[int] = None
 
     # --- evaluation and blessing (TFMA) ---------------------------------
     # The model is blessed only if its test AUC (all test pairs) >= min_auc and, against the

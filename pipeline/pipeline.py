@@ -83,7 +83,8 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
     user_trainer = tfx.components.Trainer(
         run_fn=USER_RUN_FN, examples=ingestion.outputs["user_examples"], transform_graph=transform.outputs["transform_graph"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={"user_branch": {"epochs": config.user_epochs, "hidden_units": list(config.user_hidden)}, "code": code},
+        custom_config={"user_branch": {"epochs": config.user_epochs, "hidden_units": list(config.user_hidden),
+                                       "ranking_max_users": config.user_ranking_max_users}, "code": code},
     ).with_id("UserTrainer")
     audio_trainer = _audio_trainer(config, ingestion, features, user_trainer, config.variant, code).with_id("AudioTrainer")
     components = [features, ingestion, statistics, schema, validator, gate, transform, user_trainer, audio_trainer]

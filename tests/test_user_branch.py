@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -20,7 +21,7 @@ from musicrec.data.user_examples import (
     read_user_examples,
     write_user_examples,
 )
-from musicrec.trainer.ranking import queries, ranking_metrics, share_k
+from musicrec.trainer.ranking import FactorizedScores, queries, ranking_metrics, share_k
 from musicrec.trainer.retrieval_eval import popularity_metrics, model_metrics
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.trainer.user_layers import OOV_INDEX, IdEmbedding, MaskedMean
@@ -279,3 +280,52 @@ def test_recall_at_a_share_of_the_catalogue_is_recall_at_its_k(trained, branch_d
     for share in ("1%", "5%"):
         k = metrics[f"k@{share}"]
         assert metrics[f"recall@{share}"] == ranking_metrics(scores, track_ids, branch_data, ks=(k,), shares=())[f"recall@{k}"]
+
+
+def _ranks_by_sorting(scores, track_ids, data, targets):
+    """The reference: each user's whole catalogue sorted (stable), earlier liked tracks left out
+    (the implementation before ranking went block by block)."""
+    users = pd.unique(targets.columns["user_id"])
+    position = {t: i for i, t in enumerate(track_ids)}
+    seen, ranks = data.known_liked(targets), {}
+    for row, user in enumerate(users):
+        row_scores = scores[row].astype(np.float64).copy()
+        row_scores[[position[t] for t in seen.get(user, ()) if t in position]] = -np.inf
+        order = np.argsort(-row_scores, kind="stable")
+        ranks[user] = {track_ids[i]: r for r, i in enumerate(order)}
+    outside = len(track_ids)  # a target the catalogue lacks ranks last
+    return [ranks[u].get(str(t), outside) for u, t in zip(targets.columns["user_id"], targets.columns["track_id"])]
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 7, 100000])
+def test_ranking_in_blocks_of_factorized_scores_equals_sorting_the_whole_matrix(trained, branch_data, rows_per_block):
+    track_ids, candidates = trained.candidate_embeddings()
+    users = trained.user_embeddings(queries(branch_data.test))
+    dense = users @ candidates.T
+    reference = _ranks_by_sorting(dense, track_ids, branch_data, branch_data.test)
+    ks = (1, 10, 50)
+    for scores in (dense, FactorizedScores(users, candidates)):
+        metrics = ranking_metrics(scores, track_ids, branch_data, ks=ks, rows_per_block=rows_per_block)
+        frame = pd.DataFrame({"user": branch_data.test.columns["user_id"], "rank": reference})
+        for k in ks:
+            assert metrics[f"recall@{k}"] == pytest.approx((frame["rank"] < k).groupby(frame["user"]).mean().mean())
+    # Ties (popularity scores every user alike, many tracks equally): the stable order decides.
+    counts = pd.Series(branch_data.train.columns["track_id"].astype(str)).value_counts()
+    popularity = counts.reindex(track_ids).fillna(0).to_numpy()[:, None]
+    ones = np.ones((len(users), 1))
+    tied = ranking_metrics(FactorizedScores(ones, popularity), track_ids, branch_data, ks=ks, rows_per_block=rows_per_block)
+    frame = pd.DataFrame({"user": branch_data.test.columns["user_id"],
+                          "rank": _ranks_by_sorting(ones @ popularity.T, track_ids, branch_data, branch_data.test)})
+    for k in ks:
+        assert tied[f"recall@{k}"] == pytest.approx((frame["rank"] < k).groupby(frame["user"]).mean().mean())
+
+
+def test_ranking_a_sample_of_users(trained, branch_data):
+    track_ids, candidates = trained.candidate_embeddings()
+    scores = FactorizedScores(trained.user_embeddings(queries(branch_data.test)), candidates)
+    every = ranking_metrics(scores, track_ids, branch_data)
+    sample = ranking_metrics(scores, track_ids, branch_data, max_users=10, seed=3)
+    assert sample["test_users"] == 10 < every["test_users"]
+    assert sample == ranking_metrics(scores, track_ids, branch_data, max_users=10, seed=3)  # seeded
+    assert sample != ranking_metrics(scores, track_ids, branch_data, max_users=10, seed=4)
+    assert ranking_metrics(scores, track_ids, branch_data, max_users=10 ** 6) == every

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
-from musicrec.trainer.ranking import CATALOGUE_SHARES, queries, ranking_metrics, share_label
+from musicrec.trainer.ranking import CATALOGUE_SHARES, FactorizedScores, queries, ranking_metrics, share_label
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.trainer.user_layers import Vocabularies
 from musicrec.trainer.user_training import TrainedUserBranch, train_user_branch
@@ -24,15 +24,19 @@ from musicrec.trainer.user_training import TrainedUserBranch, train_user_branch
 def model_metrics(trained: TrainedUserBranch, data: UserBranchData, targets: Optional[UserExamples] = None) -> Dict[str, float]:
     targets = data.test if targets is None else targets
     track_ids, candidates = trained.candidate_embeddings()
-    return ranking_metrics(trained.user_embeddings(queries(targets)) @ candidates.T, track_ids, data, targets)
+    scores = FactorizedScores(trained.user_embeddings(queries(targets)), candidates)
+    config = trained.config
+    return ranking_metrics(scores, track_ids, data, targets, max_users=config.ranking_max_users, seed=config.seed)
 
 
-def popularity_metrics(data: UserBranchData, track_ids: np.ndarray, targets: Optional[UserExamples] = None) -> Dict[str, float]:
+def popularity_metrics(data: UserBranchData, track_ids: np.ndarray, targets: Optional[UserExamples] = None,
+                       config: UserBranchConfig = UserBranchConfig()) -> Dict[str, float]:
     targets = data.test if targets is None else targets
     counts = pd.Series(data.train.columns["track_id"].astype(str)).value_counts()
     popularity = counts.reindex(track_ids).fillna(0).to_numpy(dtype=np.float64)
     users = pd.unique(targets.columns["user_id"])
-    return ranking_metrics(np.tile(popularity, (len(users), 1)), track_ids, data, targets)
+    scores = FactorizedScores(np.ones((len(users), 1)), popularity[:, None])  # every user ranks by popularity
+    return ranking_metrics(scores, track_ids, data, targets, max_users=config.ranking_max_users, seed=config.seed)
 
 
 TWO_TOWER = "two-tower (history + demographics)"
@@ -100,12 +104,12 @@ def evaluate_user_branch(data: UserBranchData, config: UserBranchConfig = UserBr
     track_ids, _ = trained[MODEL_NAMES[config.query]].candidate_embeddings()
     report = UserBranchReport(
         metrics={**{name: model_metrics(model, data) for name, model in trained.items()},
-                 POPULARITY: popularity_metrics(data, track_ids)},
+                 POPULARITY: popularity_metrics(data, track_ids, config=config)},
         epochs={name: model.best_epoch for name, model in trained.items()},
     )
     if data.new_users is not None and len(data.new_users):
         report.new_user_metrics = {
             **{name: model_metrics(model, data, data.new_users) for name, model in trained.items() if model.config.uses_history},
-            POPULARITY: popularity_metrics(data, track_ids, data.new_users),
+            POPULARITY: popularity_metrics(data, track_ids, data.new_users, config),
         }
     return trained[MODEL_NAMES[config.query]], report

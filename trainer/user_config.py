@@ -5,7 +5,7 @@ and the training loop read their options from it, and TFX's Trainer builds it fr
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 EMBEDDING_DIM = 40
 QUERIES = ("history", "user_id", "hybrid")
@@ -39,6 +39,9 @@ class UserBranchConfig:
     early_stopping_k: int = 10
     min_examples_for_validation: int = 3
     refit_on_all_examples: bool = True
+    # Rank a seeded sample of this many users in the ranking metrics (early stopping and the
+    # report), as at scale; None ranks every user. The catalogue is always ranked whole.
+    ranking_max_users: Optional[int] = None
     # UE = MLP(history, demographics) + the candidate tower's projection of the averaged
     # history: the user starts at the centroid of what they liked, in candidate space
     # (item-to-item similarity), and the MLP learns the correction. Worth +0.02-0.04

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from musicrec.data.user_examples import UserBranchData, UserExamples
-from musicrec.trainer.ranking import queries, ranking_metrics
+from musicrec.trainer.ranking import FactorizedScores, queries, ranking_metrics
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.trainer.user_layers import Vocabularies
 from musicrec.trainer.user_towers import TwoTowerModel, embed_catalogue, embed_queries, query_features
@@ -98,8 +98,9 @@ class ValidationRecall(keras.callbacks.Callback):
 
     def evaluate(self, model: TwoTowerModel) -> float:
         track_ids, candidates = embed_catalogue(model, self._vocab)
-        scores = embed_queries(model, self._queries, self._vocab, self._config) @ candidates.T
-        metrics = ranking_metrics(scores, track_ids, self._data, self._validation, ks=(self._config.early_stopping_k,), shares=())
+        scores = FactorizedScores(embed_queries(model, self._queries, self._vocab, self._config), candidates)
+        metrics = ranking_metrics(scores, track_ids, self._data, self._validation, ks=(self._config.early_stopping_k,),
+                                  shares=(), max_users=self._config.ranking_max_users, seed=self._config.seed)
         return metrics[f"recall@{self._config.early_stopping_k}"]
 
     def on_epoch_end(self, epoch, logs=None):
