@@ -34,7 +34,7 @@ from musicrec.components.practitioner_baselines.component import read_baselines
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
 from musicrec.names import MODEL_INFO_FILE, SCORE_EXAMPLES_SIGNATURE
 from musicrec.pipeline.runs import METADATA_FILE, PipelineRun, RunRecordError, runs_newest_first
-from musicrec.trainer.audio_branch import PAPER_NAMES
+from musicrec.trainer.audio_branch import VARIANT_NAMES
 from musicrec.trainer.pair_metrics import pair_auc
 from musicrec.trainer.practitioner_baselines import BASELINES, BaselineResult, format_baselines
 
@@ -160,7 +160,7 @@ def audio_model_result(run: PipelineRun, component: str, role: str, pairs: pd.Da
     probability, known = score_pairs(model_dir, pairs)
     unknown = int((known == 0).sum())
     note = role + (f"; {unknown} pairs with a user or track outside its tables (scored at cosine 0)" if unknown else "")
-    return BaselineResult(component, f"{PAPER_NAMES.get(variant, variant)} ({component})", pair_auc(pairs, probability),
+    return BaselineResult(component, f"{VARIANT_NAMES.get(variant, variant)} ({component})", pair_auc(pairs, probability),
                           note).as_dict()
 
 

@@ -23,7 +23,8 @@ from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_I
 from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data import contract
 from musicrec.pipeline.config import PipelineConfig
-from musicrec.pipeline.demo import has_oracle, summarize
+from musicrec.names import MODEL_INFO_FILE, REFINED_USERS_FILE, USER_EMBEDDINGS_FILE
+from musicrec.pipeline.demo import DEMO_CONFIG, has_oracle, summarize
 from musicrec.pipeline.evaluation import find_evaluation, run_evaluation, write_report
 from musicrec.pipeline.runner import Served, compile_kubeflow, last_run_states, make_served, run_local
 from musicrec.pipeline.runs import abandon_interrupted, find_run, runs_newest_first
@@ -31,7 +32,11 @@ from musicrec.components.practitioner_baselines.component import read_baselines
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.trainer.pair_metrics import pair_auc
+from musicrec.serving import graphs
+from musicrec.serving.scann_index import recommender_table
+from musicrec.trainer.audio_branch import VARIANT_NAMES
 from musicrec.trainer.practitioner_baselines import one_hot, practitioner_baselines
+from musicrec.trainer.user_export import read_embeddings
 
 COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
@@ -40,9 +45,11 @@ COMPONENTS = {
 
 
 def tiny_config(dataset, run_dir, **overrides) -> PipelineConfig:
-    """Short training; thresholds every model passes unless a test says otherwise. The musicnn baseline
-    (about 2.5 min of feature extraction on the tiny data) is left out; test_practitioner_baselines covers it."""
+    """The demo's audio variant with short training; thresholds every model passes unless a test says
+    otherwise. The musicnn baseline (about 2.5 min of feature extraction on the tiny data) is left out;
+    test_practitioner_baselines covers it."""
     settings = dict(
+        variant=PipelineConfig.from_yaml(DEMO_CONFIG).variant,
         dataset_dir=str(dataset), run_dir=str(run_dir), user_epochs=3, audio_epochs=2, audio_steps_per_epoch=5,
         min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[], practitioner_baselines=["popularity", "metadata"],
     )
@@ -119,6 +126,21 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
         for name, spec in user.structured_input_signature[1].items()
     }
     assert next(iter(user(**inputs).values())).shape == (1, 40)
+
+    # The recommender scores as the audio model did: its refined users take their refined vectors.
+    audio_dir = run_output(config, outputs, "AudioTrainer", "model") / "Format-Serving"
+    chosen = json.loads((audio_dir / MODEL_INFO_FILE).read_text())["training"]["user_refinement"]
+    assert chosen is not None  # the demo's variant refines
+    user_ids, table = recommender_table(base)
+    ues = read_embeddings(run_output(config, outputs, "UserTrainer", "model") / "Format-Serving" / USER_EMBEDDINGS_FILE, "user_id")
+    expected = dict(zip(ues["user_id"], graphs.normalised(np.stack(ues["embedding"].to_numpy()))))
+    if chosen["chosen"] != "none":
+        refined = read_embeddings(audio_dir / REFINED_USERS_FILE, "user_id")
+        assert len(refined) == chosen["refined_users"] > 0
+        expected.update(zip(refined["user_id"], graphs.normalised(np.stack(refined["embedding"].to_numpy()))))
+    else:
+        assert not (audio_dir / REFINED_USERS_FILE).exists()
+    np.testing.assert_allclose(table, np.stack([expected[u] for u in user_ids]), atol=1e-5)
 
 
 def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(first_run):
@@ -253,7 +275,7 @@ def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_
     assert "using the tiny dataset (seed 0) already in" in result.stderr  # not regenerated
     assert "13 reused from the cache" in result.stderr
     assert "| popularity |" in result.stdout and "Overall" in result.stdout and "BLESSED" in result.stdout
-    assert "| Metric-1vs4 (AudioTrainer) |" in result.stdout and "| genre one-hot + per-user LR (no audio) |" in result.stdout
+    assert f"| {VARIANT_NAMES[config.variant]} (AudioTrainer) |" in result.stdout and "| genre one-hot + per-user LR (no audio) |" in result.stdout
     summary = json.loads((pathlib.Path(config.run_dir) / "summary.json").read_text())
     assert 0.7 < summary["oracle_auc"] < 0.97 and 0.0 <= summary["evaluation"]["overall"]["auc"] <= 1.0
     shown = subprocess.run([sys.executable, "-m", "musicrec.cli", "show-eval", config.run_dir, "--out", str(tmp_path / "eval")],
