@@ -160,9 +160,10 @@ def format_table1(report: dict) -> str:
         lines += [f"{caption}", "", "| Model | Precision | AUC | threshold | epochs | paper precision | paper AUC |",
                   "|---|---|---|---|---|---|---|"]
         for r in rows:
-            paper = PAPER_TABLE1.get((r["variant"], seconds), (float("nan"), float("nan")))
+            paper = PAPER_TABLE1.get((r["variant"], seconds))  # none for the later variants: left blank
+            published = f"| {paper[0]:.3f} | {paper[1]:.3f} |" if paper else "| | |"
             lines.append(f"| {r['model']} | {r['precision']:.3f} | {r['auc']:.3f} | {r['threshold']:+.3f} | {_epochs(r)} "
-                         f"| {paper[0]:.3f} | {paper[1]:.3f} |")
+                         f"{published}")
         lines.append("")
     if report.get("baselines"):
         lines += ["Practitioner baselines, same split and test pairs", "",
