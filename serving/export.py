@@ -144,6 +144,9 @@ def scored_users(users: UserVectors, audio_model, audio_model_dir: pathlib.Path)
         vectors = vectors.copy()
         vectors[[index[user] for user in refined.user_ids[known]]] = refined.vectors[known]
         logging.info("%s serving table: %d users take the audio model's refined vectors", musicrec.LOG_TAG, known.sum())
+        if not known.all():
+            logging.warning("%s serving table: %d refined users are not in the user branch's table and are not served",
+                            musicrec.LOG_TAG, (~known).sum())
     return UserVectors(users.user_ids, vectors)
 
 

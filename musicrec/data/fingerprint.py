@@ -46,16 +46,19 @@ def _children(folder: str):
     return [p for p in paths if p not in folders], folders
 
 
-def table_files(dataset_dir: str, adapter: str = PLAIN) -> List[str]:
-    """The plain layout's tables, or every top-level file for another adapter's layout."""
-    files, _ = _children(dataset_dir)
+def _tables(files: List[str], adapter: str) -> List[str]:
+    """The plain layout's tables among top-level files, or every one of them for another adapter's layout."""
     return [f for f in files if _stem(f) in {t.name for t in TABLES}] if adapter == PLAIN else files
+
+
+def table_files(dataset_dir: str, adapter: str = PLAIN) -> List[str]:
+    return _tables(_children(dataset_dir)[0], adapter)
 
 
 def audio_inputs(dataset_dir: str, adapter: str = PLAIN) -> List[str]:
     """The tracks table (all tables when there is none by that name) and every sub-folder (the audio)."""
-    tables = table_files(dataset_dir, adapter)
-    _, folders = _children(dataset_dir)
+    files, folders = _children(dataset_dir)  # one listing of the folder
+    tables = _tables(files, adapter)
     return ([t for t in tables if _stem(t) == "tracks"] or tables) + folders
 
 
