@@ -53,5 +53,5 @@ setup(
         "musicrec.pipeline": ["configs/*.yaml"],
         "musicrec.serving": ["*.yml", "*.yaml"],
     },
-    entry_points={"console_scripts": ["musicrec=musicrec.cli:main"]},
+    entry_points={"console_scripts": ["musicrec=musicrec.cli:console_main"]},
 )

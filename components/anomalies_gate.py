@@ -7,7 +7,6 @@ that broke its schema. This gate sits between validation and Transform.
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import logging
-import pathlib
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.dsl.component.experimental.annotations import InputArtifact
@@ -16,6 +15,7 @@ from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import ExampleAnomalies
 
 import musicrec
+from musicrec import storage
 
 SCHEMA_DIFF_FILE = "SchemaDiff.pb"
 
@@ -28,7 +28,7 @@ def format_anomalies(anomalies: ExampleAnomalies) -> str:
     """One line per anomalous feature and split, as TFDV describes it; '' when there is none."""
     lines = []
     for split in artifact_utils.decode_split_names(anomalies.split_names):
-        path = pathlib.Path(artifact_utils.get_split_uri([anomalies], split)) / SCHEMA_DIFF_FILE
+        path = storage.path(artifact_utils.get_split_uri([anomalies], split)) / SCHEMA_DIFF_FILE
         report = anomalies_pb2.Anomalies.FromString(path.read_bytes())
         for feature, info in sorted(report.anomaly_info.items()):
             lines.append(f"  [{split}] {feature}: {info.short_description} — {info.description}")

@@ -73,7 +73,9 @@ class PipelineConfig:
 
     # --- where things go --------------------------------------------------
     pipeline_name: str = "musicrec"
-    run_dir: str = "runs/pipeline"  # pipeline root (artifacts) and metadata.sqlite (MLMD)
+    run_dir: str = "runs/pipeline"  # metadata.sqlite (MLMD), and by default the pipeline root and serving models
+    # Where the artifacts go: a local folder or a bucket (gs://, s3://); empty: <run_dir>/pipeline_root.
+    pipeline_root_uri: Optional[str] = None
     serving_base_path: Optional[str] = None  # TF Serving model base path; empty: <run_dir>/serving
     enable_cache: bool = True
 
@@ -115,8 +117,9 @@ class PipelineConfig:
         return cls(**raw)
 
     @property
-    def pipeline_root(self) -> pathlib.Path:
-        return pathlib.Path(self.run_dir).resolve() / "pipeline_root"
+    def pipeline_root(self) -> str:
+        """The artifacts' root: a local folder made absolute, or a URI (gs://, s3://) as given."""
+        return absolute(self.pipeline_root_uri or pathlib.Path(self.run_dir) / "pipeline_root")
 
     @property
     def metadata_path(self) -> pathlib.Path:

@@ -21,8 +21,10 @@ import pathlib
 import re
 from typing import Dict, Optional
 
+from musicrec import storage
 from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data.audio_pairs import read_pair_examples
+from musicrec.names import TEST, split_folder
 from musicrec.simulation.generator import GENERATOR_VERSION, generate_demo, is_generated
 from musicrec.simulation.oracle import GROUND_TRUTH_DIR, GroundTruth, oracle_auc, preference_auc
 from musicrec.pipeline.config import PipelineConfig
@@ -53,7 +55,7 @@ def generator_manifest(dataset_dir) -> Optional[dict]:
     """The manifest `musicrec generate-demo` writes (`ground_truth/params.json`, with its
     generator version), or None for a dataset it did not make, whatever folders it has."""
     try:
-        manifest = json.loads((pathlib.Path(dataset_dir) / GROUND_TRUTH_DIR / MANIFEST_FILE).read_text())
+        manifest = json.loads((storage.path(dataset_dir) / GROUND_TRUTH_DIR / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) and "generator_version" in manifest else None
@@ -91,7 +93,7 @@ def summarize(config: PipelineConfig, outputs: dict) -> dict:
                               "overall": evaluation.overall(), "report": str(report_dir)},
                "baselines": evaluation.baselines.rows}
     if has_oracle(config.dataset_dir):
-        test = read_pair_examples([str(run.output_path("ListeningDataGen", "audio_pairs") / "Split-test" / "*")])
+        test = read_pair_examples([str(run.output_path("ListeningDataGen", "audio_pairs") / split_folder(TEST) / "*")])
         truth = GroundTruth.load(config.dataset_dir)
         summary["oracle_auc"], summary["preference_ceiling_auc"] = oracle_auc(truth, test), preference_auc(truth, test)
         print(f"On the same test pairs: model AUC {evaluation.overall()['auc']:.3f}, oracle AUC (audio-derivable "

@@ -28,8 +28,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from etils import epath
 from tfx.utils import path_utils
 
+from musicrec import storage
 from musicrec.components.practitioner_baselines.component import read_baselines
 from musicrec.data.tf_examples import columns_from_frame, serialize_rows
 from musicrec.names import MODEL_INFO_FILE, SCORE_EXAMPLES_SIGNATURE
@@ -70,7 +72,7 @@ FOLDER_ONLY = BaselineComparison([], "an Evaluator output folder was given: they
 
 @dataclasses.dataclass
 class Evaluation:
-    path: pathlib.Path
+    path: epath.Path
     metrics: pd.DataFrame  # one row per slice (feature, value): the model's metrics, the baseline's AUC beside
     validation_ok: bool
     failures: List[str]
@@ -110,7 +112,7 @@ class Evaluation:
 
 def load_evaluation(path, blessed: Optional[bool] = None) -> Evaluation:
     """Reads an Evaluator output folder (metrics of the model and, if any, of the baseline)."""
-    path = pathlib.Path(path)
+    path = storage.path(path)
     names = _model_names(path)
     result = tfma.load_eval_result(str(path), model_name="candidate" if "baseline" in names else None)
     model = _slice_metrics(result)
@@ -155,7 +157,7 @@ def compare_with_baselines(run: PipelineRun) -> BaselineComparison:
 
 def audio_model_result(run: PipelineRun, component: str, role: str, pairs: pd.DataFrame) -> dict:
     """A `BaselineResult.as_dict()` of the model a run's audio trainer wrote, on `pairs`."""
-    model_dir = pathlib.Path(path_utils.serving_model_path(str(run.output_path(component, "model"))))
+    model_dir = storage.path(path_utils.serving_model_path(str(run.output_path(component, "model"))))
     variant = json.loads((model_dir / MODEL_INFO_FILE).read_text()).get("variant")
     probability, known = score_pairs(model_dir, pairs)
     unknown = int((known == 0).sum())
@@ -174,7 +176,7 @@ def score_pairs(model_dir, pairs: pd.DataFrame) -> Tuple[np.ndarray, np.ndarray]
 
 def find_evaluation(run_or_path) -> Evaluation:
     """A run folder (the evaluation of its latest run that evaluated a model) or an Evaluator output folder."""
-    path = pathlib.Path(run_or_path)
+    path = storage.path(run_or_path)
     if (path / METADATA_FILE).exists():
         run = next((r for r in runs_newest_first(path) if r.succeeded(EVALUATOR)), None)
         if run is None:
@@ -251,7 +253,7 @@ def _plot_calibration(calibration: pd.DataFrame, path: pathlib.Path) -> None:
     plt.close(figure)
 
 
-def _model_names(path: pathlib.Path) -> List[str]:
+def _model_names(path: epath.Path) -> List[str]:
     """TFMA names the models 'candidate' and 'baseline' when there is a baseline."""
     config = json.loads((path / "eval_config.json").read_text())
     return [spec.get("name", "") for spec in config.get("evalConfig", {}).get("modelSpecs", [])]

@@ -19,11 +19,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
-import shutil
 from typing import Dict, Iterator, List, Optional
 
+from etils import epath
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+
+from musicrec import storage
 
 METADATA_FILE = "metadata.sqlite"  # a run folder's MLMD store
 Execution = metadata_store_pb2.Execution
@@ -101,8 +103,8 @@ class PipelineRun:
             raise RunRecordError(f"{component_id} ({state}) in run {self.run_id} recorded {len(found)} '{key}' outputs, not one")
         return found[0]
 
-    def output_path(self, component_id: str, key: str) -> pathlib.Path:
-        return pathlib.Path(self.output(component_id, key).uri)
+    def output_path(self, component_id: str, key: str) -> epath.Path:
+        return storage.path(self.output(component_id, key).uri)
 
     def succeeded(self, component_id: str) -> bool:
         return component_id in self.executions and self.executions[component_id].last_known_state in SUCCEEDED
@@ -159,7 +161,7 @@ def abandon_interrupted(run_dir, pipeline_root) -> List[AbandonedExecution]:
         if execution.last_known_state not in ACTIVE:
             continue
         component = component_of(store, execution) or execution.type
-        removed = _remove_partial_folders(store, pathlib.Path(pipeline_root) / component, execution)
+        removed = _remove_partial_folders(store, storage.path(pipeline_root) / component, execution)
         execution.last_known_state = Execution.CANCELED
         execution.custom_properties[ABANDONED_PROPERTY].string_value = (
             "interrupted: still running when the next run started; partial outputs removed")
@@ -173,7 +175,7 @@ def _run_id_of(store: metadata_store.MetadataStore, execution: metadata_store_pb
     return next((c.name for c in store.get_contexts_by_execution(execution.id) if c.type_id == run_type), "unknown")
 
 
-def _remove_partial_folders(store, component_dir: pathlib.Path, execution: metadata_store_pb2.Execution) -> List[str]:
+def _remove_partial_folders(store, component_dir: epath.Path, execution: metadata_store_pb2.Execution) -> List[str]:
     """The folders TFX made for this execution (<component>/<output>/<execution id>, its scratch and
     stateful working folders under .system/), unless an artifact in MLMD points at one."""
     system = component_dir / SYSTEM_DIR
@@ -183,12 +185,12 @@ def _remove_partial_folders(store, component_dir: pathlib.Path, execution: metad
     removed = []
     for folder in sorted(candidates):
         if folder.is_dir() and not store.get_artifacts_by_uri(str(folder)):
-            shutil.rmtree(folder)
+            folder.rmtree()
             removed.append(str(folder))
     return removed
 
 
-def _stateful_folders(store, stateful_root: pathlib.Path, execution: metadata_store_pb2.Execution) -> List[pathlib.Path]:
+def _stateful_folders(store, stateful_root: epath.Path, execution: metadata_store_pb2.Execution) -> List[epath.Path]:
     """The stateful working folder(s) of an execution. Where the execution records its folder's
     name, that one. TFX 1.16's LocalDagRunner records none (its launcher names the folder by a
     fresh uuid and deletes it once the execution succeeds), so then: the folders no other
@@ -199,6 +201,6 @@ def _stateful_folders(store, stateful_root: pathlib.Path, execution: metadata_st
         return [stateful_root / execution.custom_properties[STATEFUL_DIR_PROPERTY].string_value]
     recorded = {e.custom_properties[STATEFUL_DIR_PROPERTY].string_value
                 for e in store.get_executions() if STATEFUL_DIR_PROPERTY in e.custom_properties}
-    started_s = execution.create_time_since_epoch / 1000
+    started_s = execution.create_time_since_epoch // 1000  # whole seconds, as file systems' stat gives them
     return [folder for folder in stateful_root.glob("*")
-            if folder.name not in recorded and folder.stat().st_mtime >= started_s]
+            if folder.name not in recorded and folder.stat().mtime >= started_s]

@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import logging
 import os
-import pathlib
-import shutil
 from typing import Dict, List
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
+from etils import epath
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+from tfx.utils import io_utils
 
+from musicrec import storage
 from musicrec.serving import graphs, warmup
 from musicrec.trainer.audio_data import UserVectors
 from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE
@@ -88,13 +89,13 @@ class ColdStartRecommender(AudioEmbedder):
 
 def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_path, base_path, version: int,
                           context_frames: int, max_k: int = 1000,
-                          container_base_path: str = CONTAINER_BASE_PATH) -> Dict[str, pathlib.Path]:
+                          container_base_path: str = CONTAINER_BASE_PATH) -> Dict[str, epath.Path]:
     """Writes audio_embedder, user_embedder and cold_start_recommender as version `version` under
     `base_path`, plus `models.config` (base paths under `container_base_path`, where the serving
     container mounts `base_path`) and `batching_parameters.txt`. Returns {model name: version dir}."""
     if int(version) < 1:
         raise ValueError(f"TF Serving versions are positive integers; got {version}")
-    base = pathlib.Path(base_path)
+    base = storage.path(base_path)
     dirs = {name: base / name / str(int(version)) for name in MODEL_NAMES}
     for path in dirs.values():
         if path.exists():
@@ -102,7 +103,7 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     encoder = tf.saved_model.load(str(audio_encoder_dir))
     if EMBED_LOG_MEL_SIGNATURE not in encoder.signatures:
         raise ValueError(f"{audio_encoder_dir} has no '{EMBED_LOG_MEL_SIGNATURE}' signature (an audio_encoder export)")
-    users = scored_users(UserVectors.from_parquet(user_embeddings_path), encoder, pathlib.Path(audio_encoder_dir))
+    users = scored_users(UserVectors.from_parquet(user_embeddings_path), encoder, storage.path(audio_encoder_dir))
     audio_dim = encoder.signatures[EMBED_LOG_MEL_SIGNATURE].structured_outputs["audio_embedding"].shape[-1]
     if users.vectors.shape[1] != audio_dim:
         raise ValueError(f"UEs are {users.vectors.shape[1]}-d but the audio encoder's AEs are {audio_dim}-d")
@@ -114,7 +115,7 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     save_model(recommender, staging[graphs.RECOMMENDER])
     # The user tower already holds its vocabulary lookups and normalisation; it is
     # copied as exported (byte for byte) and only gains warm-up requests.
-    shutil.copytree(str(user_tower_dir), str(staging[graphs.USER_EMBEDDER]))
+    io_utils.copy_dir(str(user_tower_dir), str(staging[graphs.USER_EMBEDDER]))
 
     tower = tf.saved_model.load(str(user_tower_dir)).signatures[graphs.EMBED_USER]
     audio = warmup.warmup_waveform(context_frames)
@@ -122,13 +123,15 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     warmup.write(staging[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
     warmup.write(staging[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
     for name in MODEL_NAMES:
-        os.rename(staging[name], dirs[name])  # atomic: TF Serving never sees a half-written version
+        # Atomic on a local file system: TF Serving never sees a half-written version. An object
+        # store has no rename: the folder is copied, as TFX's own Pusher copies its versions.
+        staging[name].rename(dirs[name])
     write_models_config(base / MODELS_CONFIG, container_base_path)
     (base / BATCHING_PARAMETERS).write_text(BATCHING_TEXT)
     return dirs
 
 
-def scored_users(users: UserVectors, audio_model, audio_model_dir: pathlib.Path) -> UserVectors:
+def scored_users(users: UserVectors, audio_model, audio_model_dir: epath.Path) -> UserVectors:
     """The table the recommender scores AEs against, as the audio model scored them: the user
     branch's UEs (every user, from their whole history), through the audio model's UE adapter
     when it has one, and the vectors the audio model refined per user for those it refined."""
@@ -150,20 +153,20 @@ def scored_users(users: UserVectors, audio_model, audio_model_dir: pathlib.Path)
     return UserVectors(users.user_ids, vectors)
 
 
-def remove_interrupted_exports(base_path) -> List[pathlib.Path]:
+def remove_interrupted_exports(base_path) -> List[epath.Path]:
     """Deletes the temporary version folders an interrupted export left under `base_path` (those of
     this process, which exports one version at a time, or of a process no longer running) and
     logs each; returns them. Another live process's export in progress is left alone."""
-    leftovers = [p for name in MODEL_NAMES for p in sorted((pathlib.Path(base_path) / name).glob(f"{STAGING_PREFIX}*"))
+    leftovers = [p for name in MODEL_NAMES for p in sorted((storage.path(base_path) / name).glob(f"{STAGING_PREFIX}*"))
                  if not _exporting_elsewhere(p)]
     for leftover in leftovers:
-        shutil.rmtree(leftover)
+        leftover.rmtree()
         logging.warning("%s removed %s, left by an interrupted push (never served: not a version number)",
                         musicrec.LOG_TAG, leftover)
     return leftovers
 
 
-def _exporting_elsewhere(staging_dir: pathlib.Path) -> bool:
+def _exporting_elsewhere(staging_dir: epath.Path) -> bool:
     """Whether the process named in a `.tmp-<version>-<pid>` folder is another one, still running."""
     pid = staging_dir.name.rsplit("-", 1)[-1]
     if not pid.isdigit() or int(pid) == os.getpid():
@@ -177,12 +180,12 @@ def _exporting_elsewhere(staging_dir: pathlib.Path) -> bool:
     return True
 
 
-def save_model(module, path: pathlib.Path) -> None:
+def save_model(module, path: epath.Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tf.saved_model.save(module, str(path), signatures=module.signatures())
 
 
-def write_models_config(path: pathlib.Path, container_base_path: str = CONTAINER_BASE_PATH) -> None:
+def write_models_config(path: epath.Path, container_base_path: str = CONTAINER_BASE_PATH) -> None:
     """TF Serving's `--model_config_file`: every model, its latest version served."""
     config = model_server_config_pb2.ModelServerConfig()
     for name in MODEL_NAMES:
@@ -191,10 +194,11 @@ def write_models_config(path: pathlib.Path, container_base_path: str = CONTAINER
     path.write_text(text_format.MessageToString(config))
 
 
-def latest_version(model_dir: pathlib.Path) -> pathlib.Path:
+def latest_version(model_dir: epath.Path) -> epath.Path:
     """The highest numbered version folder of a model (TF Serving's default version policy)."""
-    versions = [p for p in pathlib.Path(model_dir).iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()] \
-        if pathlib.Path(model_dir).is_dir() else []
+    model_dir = storage.path(model_dir)
+    versions = [p for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").exists()] \
+        if model_dir.is_dir() else []
     if not versions:
         raise FileNotFoundError(f"no SavedModel versions under {model_dir} (expected {model_dir}/<number>/saved_model.pb)")
     return max(versions, key=lambda p: int(p.name))
@@ -202,6 +206,6 @@ def latest_version(model_dir: pathlib.Path) -> pathlib.Path:
 
 def next_version(base_path) -> int:
     """One more than the highest version of any exported model under `base_path` (1 when none)."""
-    found = [int(p.name) for name in MODEL_NAMES for p in (pathlib.Path(base_path) / name).glob("*") if p.name.isdigit()]
+    found = [int(p.name) for name in MODEL_NAMES for p in (storage.path(base_path) / name).glob("*") if p.name.isdigit()]
     return max(found, default=0) + 1
 

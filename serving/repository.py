@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 import re
 from typing import Dict, Iterable, Mapping, Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
+from etils import epath
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
+from musicrec import storage
 from musicrec.serving import graphs, warmup
 from musicrec.serving.export import MODEL_NAMES, latest_version
 
@@ -47,12 +48,12 @@ class ServingError(Exception):
 class LoadedModel:
     name: str
     version: int
-    path: pathlib.Path
+    path: epath.Path
     module: object
     signature_defs: Mapping[str, object]  # name -> tensorflow.SignatureDef proto, as in saved_model.pb
 
     @classmethod
-    def load(cls, name: str, version_dir: pathlib.Path) -> "LoadedModel":
+    def load(cls, name: str, version_dir: epath.Path) -> "LoadedModel":
         saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
         return cls(name, int(version_dir.name), version_dir, tf.saved_model.load(str(version_dir)),
                    dict(saved.meta_graphs[0].signature_def))
@@ -69,7 +70,7 @@ class ModelRepository:
     """The latest version of each model under a TF Serving base path (`<base>/<model>/<version>/`)."""
 
     def __init__(self, base_path, names: Iterable[str] = MODEL_NAMES, run_warmup: bool = True):
-        self.base_path = pathlib.Path(base_path)
+        self.base_path = storage.path(base_path)
         self.models: Dict[str, LoadedModel] = {}
         for name in names:
             model = LoadedModel.load(name, latest_version(self.base_path / name))

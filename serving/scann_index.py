@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 from typing import Optional, Tuple
 
 import numpy as np
+from etils import epath
 
+from musicrec import storage
 from musicrec.serving.graphs import normalised
 
 USER_IDS_FILE = "user_ids.npy"
@@ -80,21 +81,22 @@ class ScannUserIndex:
         rows, scores = self.search(audio_embedding, k)
         return list(zip(self.user_ids[rows[0]].tolist(), scores[0].astype(float).tolist()))
 
-    def save(self, directory) -> pathlib.Path:
-        path = pathlib.Path(directory)
+    def save(self, directory) -> epath.Path:
+        path = storage.path(directory)
         path.mkdir(parents=True, exist_ok=True)
-        self.searcher.serialize(str(path))
-        np.save(path / USER_IDS_FILE, self.user_ids)
+        self.searcher.serialize(str(path))  # ScaNN writes through tf.io.gfile
+        with (path / USER_IDS_FILE).open("wb") as f:
+            np.save(f, self.user_ids)
         return path
 
     @classmethod
     def load(cls, directory) -> "ScannUserIndex":
         import scann
 
-        path = pathlib.Path(directory)
+        path = storage.path(directory)
         if not (path / USER_IDS_FILE).exists():
             raise FileNotFoundError(f"{path} holds no ScaNN user index (no {USER_IDS_FILE}); build one with build-scann-index")
-        return cls(scann.scann_ops_pybind.load_searcher(str(path)), np.load(path / USER_IDS_FILE))
+        return cls(scann.scann_ops_pybind.load_searcher(str(path)), np.load(storage.local_or_bytes(path / USER_IDS_FILE)))
 
 
 def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
@@ -110,7 +112,7 @@ def recommender_table(models_dir) -> Tuple[np.ndarray, np.ndarray]:
     from musicrec.serving.export import latest_version
     from musicrec.serving.graphs import RECOMMENDER
 
-    reader = tf.train.load_checkpoint(str(latest_version(pathlib.Path(models_dir) / RECOMMENDER) / "variables" / "variables"))
+    reader = tf.train.load_checkpoint(str(latest_version(storage.path(models_dir) / RECOMMENDER) / "variables" / "variables"))
     value = lambda name: reader.get_tensor(f"index/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa: E731
     return value("user_ids").astype(str), value("user_vectors")
 

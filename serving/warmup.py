@@ -8,18 +8,19 @@ server read the same file.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Dict, List, Mapping
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
+from etils import epath
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from musicrec import storage
 from musicrec.audio.logmel import DEFAULT
 from musicrec.serving import graphs
 
-WARMUP_FILE = pathlib.Path("assets.extra") / "tf_serving_warmup_requests"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
 def warmup_waveform(context_frames: int) -> np.ndarray:
@@ -81,8 +82,8 @@ def user_requests(specs: Mapping[str, tf.TensorSpec]) -> List[predict_pb2.Predic
     return [predict_request(graphs.USER_EMBEDDER, graphs.EMBED_USER, inputs)]
 
 
-def write(version_dir: pathlib.Path, requests: List[predict_pb2.PredictRequest]) -> pathlib.Path:
-    path = pathlib.Path(version_dir) / WARMUP_FILE
+def write(version_dir, requests: List[predict_pb2.PredictRequest]) -> epath.Path:
+    path = storage.path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for request in requests:
@@ -93,7 +94,7 @@ def write(version_dir: pathlib.Path, requests: List[predict_pb2.PredictRequest])
 
 def read(version_dir) -> List[predict_pb2.PredictRequest]:
     """The warm-up PredictRequests of a version folder (none when it has no warm-up file)."""
-    path = pathlib.Path(version_dir) / WARMUP_FILE
+    path = storage.path(version_dir) / WARMUP_FILE
     if not path.exists():
         return []
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]

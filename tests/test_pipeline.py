@@ -320,7 +320,7 @@ def _leave_an_interrupted_execution(config, component: str):
     from tfx.orchestration.portable.mlmd import context_lib
 
     # A stateful folder of an earlier execution (a failed one's, kept by TFX) is not the interrupted one's.
-    earlier = config.pipeline_root / component / ".system" / "stateful_working_dir" / "earlier-execution"
+    earlier = pathlib.Path(config.pipeline_root) / component / ".system" / "stateful_working_dir" / "earlier-execution"
     earlier.mkdir(parents=True)
     made = earlier.stat().st_mtime - 3600  # an hour before the interrupted execution started
     os.utime(earlier, (made, made))
@@ -332,7 +332,7 @@ def _leave_an_interrupted_execution(config, component: str):
         run = context_lib.register_context_if_not_exists(m, "pipeline_run", "interrupted-run")
         execution_type = m.store.get_execution_types_by_id([previous.type_id])[0]
         execution = execution_publish_utils.register_execution(m, execution_type, contexts + [run])
-    node_dir = config.pipeline_root / component
+    node_dir = pathlib.Path(config.pipeline_root) / component
     partial = [node_dir / key / str(execution.id) for key in ("evaluation", "blessing")]
     partial.append(node_dir / ".system" / "executor_execution" / str(execution.id))
     for folder in partial:
@@ -353,7 +353,7 @@ def test_the_next_run_marks_an_interrupted_execution_and_removes_its_partial_fol
     execution = store.get_executions_by_id([execution_id])[0]
     assert execution.last_known_state == execution.CANCELED and "interrupted" in execution.custom_properties["abandoned"].string_value
     assert not any(folder.exists() for folder in partial)
-    assert (config.pipeline_root / "Evaluator" / ".system" / "stateful_working_dir" / "earlier-execution").is_dir()
+    assert (pathlib.Path(config.pipeline_root) / "Evaluator" / ".system" / "stateful_working_dir" / "earlier-execution").is_dir()
     assert outputs["interrupted"] == [{"component": "Evaluator", "execution_id": execution_id, "run_id": "interrupted-run",
                                        "removed": sorted(str(folder) for folder in partial)}]
     summarize(config, outputs)

@@ -7,13 +7,14 @@ track AE tables baked in.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import tensorflow as tf
+from etils import epath
 
+from musicrec import storage
 from musicrec.names import (
     ADAPT_USER_SIGNATURE, AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE, SCORE_EXAMPLES_SIGNATURE,
 )
@@ -59,7 +60,7 @@ class PairScorer(tf.Module):
                 "known": tf.cast(known, tf.int64)}
 
 
-def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> pathlib.Path:
+def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> epath.Path:
     """SavedModel at `path`: `embed_log_mel` (also `serving_default`): log-mel [batch, frames, 128]
     -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates); with
     a UE adapter also `adapt_user_embedding`: UE [batch, 40] -> the vector AEs are scored
@@ -87,23 +88,23 @@ def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairS
             input_signature=[tf.TensorSpec([None, adapter.kernel.shape[0]], tf.float32, name="user_embedding")],
         )
     tf.saved_model.save(module, str(path), signatures=signatures)
-    return pathlib.Path(path)
+    return storage.path(path)
 
 
-def write_refined_users(trained: TrainedAudioBranch, model_dir) -> Optional[pathlib.Path]:
+def write_refined_users(trained: TrainedAudioBranch, model_dir) -> Optional[epath.Path]:
     """The vectors of the users the refinement moved, beside the SavedModel (REFINED_USERS_FILE):
     the serving export gives them to those users in place of their UEs; the others keep their UE."""
     refinement = trained.refinement
     if refinement is None or not refinement.refined_users:
         return None
-    path = pathlib.Path(model_dir) / REFINED_USERS_FILE
+    path = storage.path(model_dir) / REFINED_USERS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     write_embeddings(path, "user_id", trained.users.user_ids[refinement.refined], refinement.vectors[refinement.refined])
     return path
 
 
-def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> pathlib.Path:
+def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> epath.Path:
     """The encoder alone, as `<out_dir>/audio_encoder/`."""
-    return export_audio_model(trained, pathlib.Path(out_dir) / AUDIO_ENCODER_DIR)
+    return export_audio_model(trained, storage.path(out_dir) / AUDIO_ENCODER_DIR)
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import pandas as pd
 
+from musicrec import storage
 from musicrec.data.audio_pairs import AudioPairs, read_pair_examples
 from musicrec.data.user_examples import read_user_examples
 from musicrec.names import MODEL_INFO_FILE, USER_TOWER_DIR
@@ -47,9 +47,9 @@ def run_fn(fn_args) -> None:
     branch = dict(custom.get("audio_branch", {}))
     variant = branch.pop("variant", None)
     config = AudioBranchConfig.variant(variant, **branch) if variant else AudioBranchConfig(**branch)
-    store = LogMelStore.from_tfrecords([str(pathlib.Path(custom["log_mel_uri"]) / "log_mel-*")])
-    queries = read_user_examples([str(pathlib.Path(custom["user_queries_uri"]) / "*")])
-    users = UserVectors.from_user_tower(pathlib.Path(fn_args.base_model) / USER_TOWER_DIR, queries)
+    store = LogMelStore.from_tfrecords([storage.join(custom["log_mel_uri"], "log_mel-*")])
+    queries = read_user_examples([storage.join(custom["user_queries_uri"], "*")])
+    users = UserVectors.from_user_tower(storage.join(fn_args.base_model, USER_TOWER_DIR), queries)
     frames = pd.concat([
         read_pair_examples(fn_args.train_files).assign(split="train"),
         read_pair_examples(fn_args.eval_files).assign(split="validation"),
@@ -72,7 +72,7 @@ def run_fn(fn_args) -> None:
     (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
     (model_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     write_refined_users(trained, model_dir)
-    report_dir = pathlib.Path(fn_args.model_run_dir)
+    report_dir = storage.path(fn_args.model_run_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / REPORT_FILE).write_text(json.dumps(info, indent=2) + "\n")
     logging.info("%s audio branch (%s): validation AUC %.3f", musicrec.LOG_TAG, variant or config.loss, info["validation"]["auc"])

@@ -16,7 +16,6 @@ Vocabulary lookups live inside the graphs, so serving needs no preprocessing.
 from __future__ import annotations
 
 import logging
-import pathlib
 from typing import Dict
 
 import musicrec  # (importing it first sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -26,7 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from etils import epath
 
+from musicrec import storage
 from musicrec.data.user_examples import HISTORY_FEATURES, UserBranchData, UserExamples
 from musicrec.trainer.user_training import TrainedUserBranch
 from musicrec.names import EMBED_USER_SIGNATURE, RECOMMEND_SIGNATURE, RETRIEVAL_DIR, TRACK_EMBEDDINGS_FILE, USER_EMBEDDINGS_FILE, USER_TOWER_DIR
@@ -42,10 +43,10 @@ def input_signature(trained: TrainedUserBranch, history_length: int) -> Dict[str
     return spec
 
 
-def export_user_branch(trained: TrainedUserBranch, data: UserBranchData, out_dir, top_k: int = 100) -> pathlib.Path:
+def export_user_branch(trained: TrainedUserBranch, data: UserBranchData, out_dir, top_k: int = 100) -> epath.Path:
     if not trained.config.uses_history:
         raise ValueError("only the towers with history + demographics are exported (the user-id model cannot embed new users)")
-    out = pathlib.Path(out_dir)
+    out = storage.path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     history_length = data.train.columns["history_track_ids"].shape[1]
     signature = input_signature(trained, history_length)
@@ -110,11 +111,11 @@ def write_embeddings(path, id_column: str, ids, embeddings: np.ndarray) -> None:
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.astype(np.float32).reshape(-1)), embeddings.shape[1]),
         }
     )
-    pq.write_table(table, str(path))
+    storage.write_parquet(table, path)
 
 
 def read_embeddings(path, id_column: str) -> pd.DataFrame:
     """id column + `embedding` as a float32 [n, d] numpy array per row."""
-    frame = pq.read_table(str(path)).to_pandas()
+    frame = pq.read_table(storage.arrow_source(path)).to_pandas()
     frame["embedding"] = frame["embedding"].map(lambda v: np.asarray(v, dtype=np.float32))
     return frame

@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
 from typing import Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from musicrec import storage
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.data.user_examples import (
@@ -39,7 +39,7 @@ def train_evaluate_export(data: UserBranchData, config: UserBranchConfig, model_
     trained, report = evaluate_user_branch(data, config, verbose=2, vocab=vocab)
     logging.info("user branch hit rates:\n%s", report.table())
     export_user_branch(trained, data, model_dir)
-    report_dir = pathlib.Path(report_dir)
+    report_dir = storage.path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "config": dataclasses.asdict(config),
@@ -73,5 +73,5 @@ def run_on_dataset(dataset_dir, out_dir, config: UserBranchConfig = UserBranchCo
                    feedback: FeedbackConfig = FeedbackConfig(), examples: ExampleConfig = ExampleConfig()) -> dict:
     """The same job straight from a plain-layout dataset folder (experiments, `musicrec user-branch`)."""
     data = build_user_examples(load_dataset(dataset_dir), feedback, examples)
-    out = pathlib.Path(out_dir)
+    out = storage.path(out_dir)
     return train_evaluate_export(data, config, out / "model", out)

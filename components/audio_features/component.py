@@ -12,14 +12,15 @@ code changed.
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import logging
-import pathlib
 import time
 
 import apache_beam as beam
+from etils import epath
 from tfx.dsl.component.experimental.annotations import BeamComponentParameter, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 
 import musicrec
+from musicrec import storage
 from musicrec.components.dataset_fingerprint import AudioFingerprintDriver
 from musicrec.components.artifacts import AudioQuarantine, LogMelFeatures
 from musicrec.components.audio_features import transforms
@@ -52,8 +53,8 @@ def AudioFeatures(
     with beam_pipeline as pipeline:
         transforms.write_features(pipeline, tracks, features.uri, min_seconds=min_seconds)
     report = transforms.read_feature_report(features.uri, time.monotonic() - started)
-    _move_quarantine(pathlib.Path(features.uri), pathlib.Path(quarantine.uri))
-    (pathlib.Path(quarantine.uri) / REPORT_FILE).write_text(report.format() + "\n")
+    _move_quarantine(storage.path(features.uri), storage.path(quarantine.uri))
+    (storage.path(quarantine.uri) / REPORT_FILE).write_text(report.format() + "\n")
     for artifact in (features, quarantine):
         artifact.set_int_custom_property("extracted", report.extracted)
         for status in decode.AUDIO_STATUSES:
@@ -67,6 +68,6 @@ def AudioFeatures(
 AudioFeatures.DRIVER_CLASS = AudioFingerprintDriver
 
 
-def _move_quarantine(features_dir: pathlib.Path, quarantine_dir: pathlib.Path) -> None:
+def _move_quarantine(features_dir: epath.Path, quarantine_dir: epath.Path) -> None:
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     (features_dir / transforms.QUARANTINE_FILE).replace(quarantine_dir / transforms.QUARANTINE_FILE)

@@ -17,14 +17,15 @@ import collections
 import dataclasses
 import json
 import logging
-import pathlib
 import time
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
+from etils import epath
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from musicrec import storage
 from musicrec.audio import decode
 from musicrec.audio.logmel import DEFAULT, LogMelConfig
 
@@ -135,7 +136,7 @@ def write_features(pipeline: beam.Pipeline, tracks: Sequence[decode.AudioFile], 
                    config: LogMelConfig = DEFAULT, min_seconds: float = 3.0) -> None:
     """Adds the extraction to `pipeline`: log-mel TFRecords, the quarantine list and the index
     under `output_dir`. The standalone job below and the pipeline's component both use it."""
-    output_dir = pathlib.Path(output_dir)
+    output_dir = storage.path(output_dir)
     outputs = pipeline | "Tracks" >> beam.Create(list(tracks)) | "ExtractLogMel" >> ExtractLogMel(config, min_seconds)
     _ = outputs.features | "WriteFeatures" >> beam.io.WriteToTFRecord(
         str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord"
@@ -149,24 +150,24 @@ def write_features(pipeline: beam.Pipeline, tracks: Sequence[decode.AudioFile], 
 
 
 def read_jsonl(path) -> List[dict]:
-    path = pathlib.Path(path)
+    path = storage.path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def read_index(output_dir) -> Dict[str, int]:
     """track_id -> number of log-mel frames, for every extracted track."""
-    return {record["track_id"]: record["frames"] for record in read_jsonl(pathlib.Path(output_dir) / INDEX_FILE)}
+    return {record["track_id"]: record["frames"] for record in read_jsonl(storage.path(output_dir) / INDEX_FILE)}
 
 
 def read_feature_report(output_dir, seconds: float) -> FeatureReport:
     """Counts from the written files (the same on every Beam runner)."""
-    quarantined = sorted(read_jsonl(pathlib.Path(output_dir) / QUARANTINE_FILE), key=lambda r: r["track_id"])
+    quarantined = sorted(read_jsonl(storage.path(output_dir) / QUARANTINE_FILE), key=lambda r: r["track_id"])
     counts = {"ok": len(read_index(output_dir)), **collections.Counter(r["status"] for r in quarantined)}
     return FeatureReport(str(output_dir), counts, quarantined, seconds)
 
 
-def clear_outputs(output_dir) -> pathlib.Path:
-    output_dir = pathlib.Path(output_dir)
+def clear_outputs(output_dir) -> epath.Path:
+    output_dir = storage.path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in list(output_dir.glob(FEATURES_PREFIX + "-*")) + [output_dir / QUARANTINE_FILE, output_dir / INDEX_FILE]:
         stale.unlink(missing_ok=True)  # shard counts vary between runs

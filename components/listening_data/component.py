@@ -12,7 +12,6 @@ What it writes is described in `ingest.py`.
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import logging
-import pathlib
 import time
 
 import apache_beam as beam
@@ -22,6 +21,7 @@ from tfx.types import artifact_utils
 from tfx.types.standard_artifacts import Examples
 
 import musicrec
+from musicrec import storage
 from musicrec.components.dataset_fingerprint import TablesFingerprintDriver
 from musicrec.components.artifacts import LogMelFeatures
 from musicrec.components.audio_features.transforms import INDEX_FILE
@@ -53,7 +53,7 @@ def ListeningDataGen(
     started = time.monotonic()
     source = table_source(dataset_dir, dataset_adapter)
     context_frames = AudioBranchConfig(context_seconds=context_seconds).context_frames
-    usable = AudioIndex(str(pathlib.Path(log_mel_features.uri) / INDEX_FILE), context_frames)
+    usable = AudioIndex(storage.join(log_mel_features.uri, INDEX_FILE), context_frames)
     artifacts = {"interactions": interactions, "user_examples": user_examples, "audio_pairs": audio_pairs}
     report = run_ingestion(beam_pipeline, source, usable, config, {name: a.uri for name, a in artifacts.items()})
     for name, artifact in artifacts.items():

@@ -39,8 +39,6 @@ import csv
 import dataclasses
 import io
 import json
-import pathlib
-import shutil
 import tempfile
 from typing import Dict, Iterable, List, Mapping, Sequence, Union
 
@@ -48,7 +46,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.options.pipeline_options import PipelineOptions
+from etils import epath
 
+from musicrec import storage
 from musicrec.components.listening_data import steps
 from musicrec.components.listening_data.tables import (
     CHANGED, COUNTS, MALFORMED, ROWS_READ, DatasetTables, PlainTables, TableSource,
@@ -164,7 +164,7 @@ def add_ingestion(pipeline, source: TableSource, usable_tracks: Union[AudioIndex
     examples = (user_examples.examples, pair_examples, queries) | "Examples" >> beam.Flatten()
     written = _write_examples(examples, uris)
 
-    tally_dir = pathlib.Path(uris["interactions"]) / TALLY_DIR
+    tally_dir = storage.path(uris["interactions"]) / TALLY_DIR
     counts = [*tables.counts, joined[COUNTS], users[COUNTS], user_examples[COUNTS], written]
     _ = (counts | "Counts" >> beam.Flatten() | "Sum counts" >> beam.CombinePerKey(sum)
          | "Counts as JSON" >> beam.Map(lambda item: json.dumps({"name": item[0], "n": item[1]}))
@@ -174,7 +174,7 @@ def add_ingestion(pipeline, source: TableSource, usable_tracks: Union[AudioIndex
     by_kind = []
     for name, reports, file_name in (("malformed", malformed, MALFORMED_ROWS_FILE), ("changed", changed, CHANGED_VALUES_FILE)):
         _ = (reports | f"{name} as CSV" >> beam.Map(_csv_line)
-             | f"Write {name}" >> beam.io.WriteToText(str(pathlib.Path(uris["interactions"]) / file_name),
+             | f"Write {name}" >> beam.io.WriteToText(str(storage.path(uris["interactions"]) / file_name),
                                                       file_name_suffix=".csv", header=",".join(REPORT_COLUMNS)))
         by_kind.append(reports | f"{name} by kind" >> beam.Map(lambda report, name=name: ((name, report.file, report.kind), report)))
     _ = (by_kind | "Reports" >> beam.Flatten() | "First of each kind" >> beam.CombinePerKey(_CountAndFirst())
@@ -237,7 +237,7 @@ def _write_examples(examples, uris: Mapping[str, str]):
     counts = []
     for destination, part in zip(DESTINATIONS, parts):
         artifact, split = destination.split("/")
-        prefix = pathlib.Path(uris[artifact]) / split_folder(split) / EXAMPLES_PREFIX
+        prefix = storage.path(uris[artifact]) / split_folder(split) / EXAMPLES_PREFIX
         records = part | f"{destination} records" >> beam.Values()
         _ = records | f"Write {destination}" >> beam.io.WriteToTFRecord(
             str(prefix), file_name_suffix=".gz", compression_type=CompressionTypes.GZIP)
@@ -312,18 +312,18 @@ def run_ingestion(pipeline, source: TableSource, usable_tracks: Union[AudioIndex
     validation would) and writes `ingestion_report.json` into every artifact."""
     with pipeline as p:
         add_ingestion(p, source, usable_tracks, config, uris)
-    tally_dir = pathlib.Path(uris["interactions"]) / TALLY_DIR
+    tally_dir = storage.path(uris["interactions"]) / TALLY_DIR
     tallies = {record["name"]: record["n"] for record in _read_jsonl(tally_dir / COUNTS_FILE)}
     kinds = _read_jsonl(tally_dir / KINDS_FILE)
-    shutil.rmtree(tally_dir)
+    tally_dir.rmtree()
     report = IngestionReport(_ingestion_counts(tallies, kinds, config), tallies, _malformed_by_file(kinds))
     _check_usable(report, source.files, config.feedback)
     for uri in uris.values():
-        (pathlib.Path(uri) / REPORT_FILE).write_text(json.dumps(report.counts, indent=2) + "\n")
+        (storage.path(uri) / REPORT_FILE).write_text(json.dumps(report.counts, indent=2) + "\n")
     return report
 
 
-def _read_jsonl(path: pathlib.Path) -> List[dict]:
+def _read_jsonl(path: epath.Path) -> List[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -399,7 +399,7 @@ def ingest(dataset: Dataset, usable_tracks: Iterable[str], config: IngestionConf
            beam_args: Sequence[str] = DIRECT_RUNNER) -> IngestedData:
     """Runs the ingestion job on an in-memory Dataset (any adapter's) and reads back what it wrote."""
     with tempfile.TemporaryDirectory() as out:
-        uris = {artifact: str(pathlib.Path(out) / artifact) for artifact in ARTIFACT_SPLITS}
+        uris = {artifact: str(storage.path(out) / artifact) for artifact in ARTIFACT_SPLITS}
         report = run_ingestion(beam.Pipeline(options=PipelineOptions(list(beam_args))), DatasetTables(dataset),
                                usable_tracks, config, uris)
         read = {artifact: {split: read_examples(uris[artifact], split) for split in splits}
@@ -409,13 +409,13 @@ def ingest(dataset: Dataset, usable_tracks: Iterable[str], config: IngestionConf
 
 def read_examples(uri, split: str) -> Columns:
     """A split of an Examples artifact the job wrote, as columns (histories as 2-d arrays)."""
-    pattern = str(pathlib.Path(uri) / split_folder(split) / "*")
+    pattern = str(storage.path(uri) / split_folder(split) / "*")
     return tf_examples.read_tf_examples(pattern, list_features=HISTORY_FEATURES)
 
 
 def write_examples(uri, splits: Mapping[str, Columns]) -> None:
     """Writes columns as the splits of an Examples artifact (`<uri>/Split-<name>/`)."""
     for split, columns in splits.items():
-        folder = pathlib.Path(uri) / split_folder(split)
+        folder = storage.path(uri) / split_folder(split)
         folder.mkdir(parents=True, exist_ok=True)
         tf_examples.write_tf_examples(columns, folder / f"{EXAMPLES_PREFIX}-00000-of-00001.gz")

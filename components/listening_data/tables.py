@@ -17,13 +17,14 @@ adapter returns the tables whole; they are already checked and deduplicated).
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+from etils import epath
 
+from musicrec import storage
 from musicrec.data import contract
 from musicrec.data.loading import (
     ChangedValue, Dataset, MalformedRow, csv_records, duplicate_reason, parquet_batches, parse_rows, raw_frame,
@@ -97,7 +98,7 @@ class PlainTables(TableSource):
     deduplicated = False
 
     def __init__(self, root, chunk_rows: int = CHUNK_ROWS, max_record_lines: int = MAX_RECORD_LINES):
-        root = pathlib.Path(root)
+        root = storage.path(root)
         self.paths = {spec.name: table_path(root, spec.name) for spec in contract.TABLES}
         columns = {spec.name: table_columns(self.paths[spec.name], spec) for spec in contract.TABLES}
         self.files = {name: path.name for name, path in self.paths.items()}
@@ -125,7 +126,7 @@ class ReadTable(beam.PTransform):
     """A table file -> TableRows ("rows", each with its changed values), MalformedRow (MALFORMED)
     and its rows read (COUNTS). Rows repeating a key are not looked for here."""
 
-    def __init__(self, path: pathlib.Path, spec: contract.TableSpec, chunk_rows: int = CHUNK_ROWS,
+    def __init__(self, path: epath.Path, spec: contract.TableSpec, chunk_rows: int = CHUNK_ROWS,
                  max_record_lines: int = MAX_RECORD_LINES):
         super().__init__()
         self._path, self._spec = str(path), spec
@@ -141,7 +142,7 @@ class ReadTable(beam.PTransform):
         parsed = (
             read.chunks
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.FlatMap(_parse_chunk, self._spec, pathlib.Path(self._path).name).with_outputs(
+            | "Parse" >> beam.FlatMap(_parse_chunk, self._spec, storage.path(self._path).name).with_outputs(
                 MALFORMED, main="rows")
         )
         malformed = (read[MALFORMED], parsed[MALFORMED]) | "Reports" >> beam.Flatten()
@@ -158,7 +159,7 @@ class _Chunk:
 def _read_chunks(path: str, spec: contract.TableSpec, chunk_rows: int, max_record_lines: int) -> Iterator:
     """Streams a table file: chunks of raw records, the reports of records that cannot be read,
     and how many data rows the file has."""
-    path = pathlib.Path(path)
+    path = storage.path(path)
     if path.suffix == ".parquet":
         chunks = _parquet_chunks(path, chunk_rows)
     else:
@@ -174,7 +175,7 @@ def _read_chunks(path: str, spec: contract.TableSpec, chunk_rows: int, max_recor
     yield beam.pvalue.TaggedOutput(COUNTS, (ROWS_READ + spec.name, rows_read))
 
 
-def _csv_chunks(path: pathlib.Path, spec: contract.TableSpec, chunk_rows: int, max_record_lines: int) -> Iterator:
+def _csv_chunks(path: epath.Path, spec: contract.TableSpec, chunk_rows: int, max_record_lines: int) -> Iterator:
     header, records = csv_records(path, spec, max_record_lines)
     chunk = _Chunk(tuple(header), [], [])
     for line, record in records:
@@ -190,7 +191,7 @@ def _csv_chunks(path: pathlib.Path, spec: contract.TableSpec, chunk_rows: int, m
         yield chunk
 
 
-def _parquet_chunks(path: pathlib.Path, chunk_rows: int) -> Iterator:
+def _parquet_chunks(path: epath.Path, chunk_rows: int) -> Iterator:
     for raw, unreadable in parquet_batches(path, chunk_rows):
         yield from unreadable
         if len(raw):

@@ -21,7 +21,6 @@ Writes a `PractitionerBaselineResults` artifact:
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import json
-import pathlib
 from typing import Tuple
 
 import pandas as pd
@@ -30,6 +29,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.artifact import Artifact
 from tfx.types.standard_artifacts import Examples
 
+from musicrec import storage
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.names import TEST, TRAIN, split_folder
@@ -66,18 +66,18 @@ def PractitionerBaselines(
     `feature_cache_dir`: musicnn features per audio file, kept across runs (keyed by file and model)."""
     del code_fingerprint  # only in the cache key
     config = json.loads(baselines_config)
-    train, test = (read_pair_examples([str(pathlib.Path(audio_pairs.uri) / split_folder(split) / "*")])
+    train, test = (read_pair_examples([storage.join(audio_pairs.uri, split_folder(split), "*")])
                    for split in (TRAIN, TEST))
     dataset = load_with_adapter(dataset_dir, dataset_adapter)
     results = evaluate_baselines(train, test, dataset.tracks, dataset.audio_files(), feature_cache_dir,
                                  config["baselines"], config["metadata_columns"])
-    out = pathlib.Path(baselines.uri)
+    out = storage.path(baselines.uri)
     out.mkdir(parents=True, exist_ok=True)
     pairs = test[["user_id", "track_id", "label"]].copy()
     for result in results:
         if result.scores is not None:
             pairs[SCORE_PREFIX + result.name] = result.scores
-    pairs.to_parquet(out / PAIRS_FILE, index=False)
+    storage.write_parquet(pairs, out / PAIRS_FILE)
     rows = [result.as_dict() for result in results]
     summary = {"test_pairs": len(test), "train_pairs": len(train), "configured": config["baselines"],
                "metadata_columns": config["metadata_columns"], "baselines": rows}
@@ -93,5 +93,5 @@ def PractitionerBaselines(
 
 def read_baselines(uri) -> Tuple[dict, pd.DataFrame]:
     """(the `baselines.json` summary, the test pairs with their scores) of an artifact."""
-    folder = pathlib.Path(uri)
-    return json.loads((folder / RESULTS_FILE).read_text()), pd.read_parquet(folder / PAIRS_FILE)
+    folder = storage.path(uri)
+    return json.loads((folder / RESULTS_FILE).read_text()), storage.read_parquet(folder / PAIRS_FILE)

@@ -15,15 +15,16 @@ it again with `push_serving_models` (TF Serving serves the newest version).
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import json
 import logging
-import pathlib
 from typing import Dict, Tuple
 
+from etils import epath
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import Model, ModelBlessing, PushedModel
 from tfx.utils import path_utils
 
 import musicrec
+from musicrec import storage
 from musicrec.names import MODEL_INFO_FILE
 from musicrec.names import USER_EMBEDDINGS_FILE, USER_TOWER_DIR
 
@@ -44,21 +45,21 @@ def ServingPusher(
         return
     version, pushed = push_serving_models(audio_model.uri, user_model.uri, serving_base_path)
     pushed_model.set_int_custom_property("pushed", 1)
-    pushed_model.set_string_custom_property("pushed_destination", str(pathlib.Path(serving_base_path).resolve()))
+    pushed_model.set_string_custom_property("pushed_destination", storage.absolute(serving_base_path))
     pushed_model.set_int_custom_property("pushed_version", version)
-    pathlib.Path(pushed_model.uri).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(pushed_model.uri) / "pushed.json").write_text(
+    storage.path(pushed_model.uri).mkdir(parents=True, exist_ok=True)
+    (storage.path(pushed_model.uri) / "pushed.json").write_text(
         json.dumps({name: str(path) for name, path in pushed.items()}, indent=2) + "\n"
     )
 
 
-def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_path: str) -> Tuple[int, Dict[str, pathlib.Path]]:
+def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_path: str) -> Tuple[int, Dict[str, epath.Path]]:
     """Exports the serving models composed from the two Trainers' Model artifacts as the next
     version under `serving_base_path`; returns (version, {model name: version folder})."""
     from musicrec.serving.export import export_serving_models, next_version
 
-    audio_dir = pathlib.Path(path_utils.serving_model_path(audio_model_uri))
-    user_dir = pathlib.Path(path_utils.serving_model_path(user_model_uri))
+    audio_dir = storage.path(path_utils.serving_model_path(audio_model_uri))
+    user_dir = storage.path(path_utils.serving_model_path(user_model_uri))
     info = json.loads((audio_dir / MODEL_INFO_FILE).read_text())
     version = next_version(serving_base_path)
     pushed = export_serving_models(

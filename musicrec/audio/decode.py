@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile
 import soxr
+
+from musicrec import storage
 
 SAMPLE_RATE = 22050
 # RMS below this (in dB relative to full scale) over the decoded excerpt counts
@@ -97,10 +98,9 @@ class AudioFile:
 
 def check_inside(path, roots: Sequence) -> None:
     """Raises OutsideDatasetAudioError unless `path`, symbolic links followed, lies inside one of `roots`."""
-    resolved = pathlib.Path(path).resolve()
-    if not any(resolved.is_relative_to(pathlib.Path(root).resolve()) for root in roots):
+    if not any(storage.is_inside(path, root) for root in roots):
         raise OutsideDatasetAudioError(
-            path, f"outside the dataset: resolves to {resolved}, not inside {' or '.join(str(r) for r in roots)}"
+            path, f"outside the dataset: resolves to {storage.resolved(path)}, not inside {' or '.join(str(r) for r in roots)}"
         )
 
 
@@ -120,11 +120,10 @@ def load_audio(
     """
     if roots is not None:
         check_inside(path, roots)
-    path = pathlib.Path(path)
-    if not path.is_file():
+    if not storage.path(path).is_file():
         raise MissingAudioError(path, "file not found")
     try:
-        with soundfile.SoundFile(str(path)) as f:
+        with soundfile.SoundFile(storage.local_or_bytes(path)) as f:
             native_rate = f.samplerate
             total_frames = f.frames
             wanted = total_frames if max_seconds is None else min(total_frames, math.ceil(max_seconds * native_rate))
@@ -133,7 +132,9 @@ def load_audio(
             pcm16 = f.subtype == "PCM_16"
             audio = f.read(frames=wanted, dtype="int16" if pcm16 else "float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
-        raise UnreadableAudioError(path, f"not a decodable wav/flac/ogg/mp3 file (libsndfile: {e})") from None
+        # libsndfile's own message names what it opened, which for an object is an in-memory buffer.
+        reason = getattr(e, "error_string", None) or e
+        raise UnreadableAudioError(path, f"not a decodable wav/flac/ogg/mp3 file (libsndfile: {reason})") from None
     if audio.size == 0:
         raise EmptyAudioError(path, "file holds no audio samples")
     duration = total_frames / native_rate

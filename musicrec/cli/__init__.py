@@ -316,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console_main() -> None:
+    """The `musicrec` command (setup.py's entry point): `main`, then the process's exit."""
+    from musicrec import storage
+
+    storage.exit_process(main())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()

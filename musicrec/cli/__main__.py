@@ -1,7 +1,5 @@
 """`python -m musicrec.cli`: the same as the `musicrec` command."""
 
-import sys
+from musicrec.cli import console_main
 
-from musicrec.cli import main
-
-sys.exit(main())
+console_main()

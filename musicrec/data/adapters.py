@@ -16,8 +16,10 @@ Audio is opened only inside the dataset folder: a track whose `audio_path`
 resolves (symbolic links followed) anywhere else is quarantined as
 "outside_dataset". An adapter whose audio lives in another folder declares it
 explicitly in `Dataset.audio_roots`, e.g.
-`dataclasses.replace(load_dataset(root), audio_roots=(pathlib.Path("/mnt/audio"),))`;
-its tracks may then name absolute paths under that folder.
+`dataclasses.replace(load_dataset(root), audio_roots=("/mnt/audio",))` (or a
+bucket URI); its tracks may then name absolute paths under that folder.
+The folder may be local or a bucket (gs://, s3://): an adapter reads its files
+through `musicrec.storage.path(root)`, as `plain` does.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import datetime
 import operator
-import pathlib
 import re
 from typing import Callable, Deque, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
 
@@ -31,7 +30,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
 
+from musicrec import storage
 from musicrec.audio import decode
 from musicrec.data import contract
 
@@ -78,7 +79,7 @@ class Dataset:
     into; an adapter whose audio lives elsewhere declares them here.
     """
 
-    root: pathlib.Path
+    root: epath.Path  # a local folder or a bucket URI (musicrec.storage)
     users: pd.DataFrame
     tracks: pd.DataFrame
     interactions: pd.DataFrame
@@ -90,14 +91,14 @@ class Dataset:
     table_files: Dict[str, str] = dataclasses.field(default_factory=dict)
     changed_values: List[ChangedValue] = dataclasses.field(default_factory=list)
     rows_read: Dict[str, int] = dataclasses.field(default_factory=dict)
-    audio_roots: Tuple[pathlib.Path, ...] = ()
+    audio_roots: Tuple[storage.Location, ...] = ()
 
     def audio_files(self) -> List[decode.AudioFile]:
         """Every track's audio file, with the folders it must resolve inside (unpacks as
         (track_id, path)): the input of audio validation and of the audio feature transform."""
-        roots = tuple(str(pathlib.Path(r).resolve()) for r in (self.root, *self.audio_roots))
+        roots = tuple(storage.resolved(r) for r in (self.root, *self.audio_roots))
         return [
-            decode.AudioFile(t, str(pathlib.Path(roots[0]) / p), roots)
+            decode.AudioFile(t, storage.join(roots[0], p), roots)
             for t, p in zip(self.tracks["track_id"], self.tracks["audio_path"])
         ]
 
@@ -118,7 +119,7 @@ class Table:
 
 def load_dataset(root) -> Dataset:
     """Loads and checks the three tables of the dataset folder `root`."""
-    root = pathlib.Path(root)
+    root = storage.path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist")
     tables: Dict[str, Table] = {}
@@ -179,7 +180,7 @@ def no_usable_rows_message(file: str, rows_read: int, malformed: Dict[str, Tuple
     return f"{file} has no usable rows: {rows_read:,} rows read; {total:,} malformed rows" + (f" ({kinds})" if kinds else "")
 
 
-def table_path(root: pathlib.Path, name: str) -> pathlib.Path:
+def table_path(root: epath.Path, name: str) -> epath.Path:
     """The file of table `name` in the dataset folder: its CSV or its Parquet file (not both)."""
     candidates = [root / f"{name}.csv", root / f"{name}.parquet"]
     found = [p for p in candidates if p.is_file()]
@@ -194,7 +195,7 @@ def _examples(ids: pd.Series, limit: int = 5) -> Tuple[str, ...]:
     return tuple(ids.drop_duplicates().head(limit).tolist())
 
 
-def read_table(path: pathlib.Path, spec: contract.TableSpec) -> Table:
+def read_table(path: epath.Path, spec: contract.TableSpec) -> Table:
     """Reads one table file: the typed loaded rows, and a report for every other row."""
     if path.suffix == ".parquet":
         raw, unreadable = next(parquet_batches(path))
@@ -206,11 +207,11 @@ def read_table(path: pathlib.Path, spec: contract.TableSpec) -> Table:
     return Table(frame, sorted(unreadable + malformed, key=by_line), sorted(changed, key=by_line), len(raw) + len(unreadable))
 
 
-def table_columns(path: pathlib.Path, spec: contract.TableSpec) -> List[str]:
+def table_columns(path: epath.Path, spec: contract.TableSpec) -> List[str]:
     """The columns of a table file, read from its header (CSV) or schema (Parquet) alone and checked
     against the contract: what a reader that streams the rows checks before the first row."""
     if path.suffix == ".parquet":
-        file = _read_parquet(path, lambda: pq.ParquetFile(str(path)))
+        file = _read_parquet(path, lambda: pq.ParquetFile(storage.arrow_source(path)))
         index_columns = _index_columns(file.schema_arrow)
         columns = [name for name in file.schema_arrow.names if name not in index_columns]
     else:
@@ -235,7 +236,7 @@ def raw_frame(header: Sequence[str], rows: Sequence[Sequence[str]], lines: Seque
 _UNDECODABLE = re.compile("[\udc80-\udcff\x00]")
 
 
-def _read_csv_as_strings(path: pathlib.Path, spec: contract.TableSpec) -> Tuple[pd.DataFrame, List[MalformedRow]]:
+def _read_csv_as_strings(path: epath.Path, spec: contract.TableSpec) -> Tuple[pd.DataFrame, List[MalformedRow]]:
     header, records = csv_records(path, spec)
     rejected: List[MalformedRow] = []
     line_numbers: List[int] = []
@@ -249,7 +250,7 @@ def _read_csv_as_strings(path: pathlib.Path, spec: contract.TableSpec) -> Tuple[
     return raw_frame(header, rows, line_numbers), rejected
 
 
-def csv_records(path: pathlib.Path, spec: contract.TableSpec,
+def csv_records(path: epath.Path, spec: contract.TableSpec,
                 max_record_lines: Optional[int] = None) -> Tuple[List[str], Iterator[Tuple[int, "Record"]]]:
     """The header of a CSV table and, read line by line, (first line, fields or the report of why
     it is not loaded) of every non-blank record after it, fields counted against the header.
@@ -275,7 +276,7 @@ def _counted_fields(file: str, width: int, records: Iterator[Tuple[int, "Record"
         yield line, record
 
 
-def iter_decoded_lines(path: pathlib.Path) -> Iterator[str]:
+def iter_decoded_lines(path: epath.Path) -> Iterator[str]:
     """The file's physical lines (split at b"\\n", endings kept), each decoded on its own, one at a time.
 
     Decoding per line, with undecodable bytes kept as surrogate escapes, confines
@@ -283,7 +284,7 @@ def iter_decoded_lines(path: pathlib.Path) -> Iterator[str]:
     A file read as binary splits at b"\\n" only: a bare carriage return is a corrupt
     byte inside a line, not a line end.
     """
-    with open(path, "rb") as f:
+    with path.open("rb") as f:
         for number, line in enumerate(f):
             if number == 0 and line.startswith(codecs.BOM_UTF8):
                 line = line[len(codecs.BOM_UTF8):]
@@ -291,7 +292,7 @@ def iter_decoded_lines(path: pathlib.Path) -> Iterator[str]:
                 yield line.decode("utf-8", "surrogateescape")
 
 
-def _read_header(path: pathlib.Path, first_line: Optional[str]) -> List[str]:
+def _read_header(path: epath.Path, first_line: Optional[str]) -> List[str]:
     if first_line is None:
         raise DatasetError(f"{path.name} is empty (no header line)")
     if _UNDECODABLE.search(first_line):
@@ -433,7 +434,7 @@ _UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
 
-def parquet_batches(path: pathlib.Path, batch_rows: Optional[int] = None) -> Iterator[Tuple[pd.DataFrame, List[MalformedRow]]]:
+def parquet_batches(path: epath.Path, batch_rows: Optional[int] = None) -> Iterator[Tuple[pd.DataFrame, List[MalformedRow]]]:
     """The Parquet table in frames of up to `batch_rows` rows (all in one when None): every column as
     stripped text ('' when null), timestamps as ISO-8601 text (UTC), the 1-based row number in
     `_line`; each frame without its undecodable rows, which come reported beside it.
@@ -444,7 +445,7 @@ def parquet_batches(path: pathlib.Path, batch_rows: Optional[int] = None) -> Ite
     whole process at exit ("terminate called without an active exception",
     apache/arrow#34314), after the error was already caught.
     """
-    file = _read_parquet(path, lambda: pq.ParquetFile(str(path)))
+    file = _read_parquet(path, lambda: pq.ParquetFile(storage.arrow_source(path)))
     index_columns = _index_columns(file.schema_arrow)
     if batch_rows is None:
         tables: Iterator[pa.Table] = iter([_read_parquet(path, lambda: file.read(use_threads=False))])
@@ -460,7 +461,7 @@ def parquet_batches(path: pathlib.Path, batch_rows: Optional[int] = None) -> Ite
         yield _undecodable_parquet_rows(raw, path.name)
 
 
-def _parquet_tables(path: pathlib.Path, file: pq.ParquetFile, batch_rows: int) -> Iterator[pa.Table]:
+def _parquet_tables(path: epath.Path, file: pq.ParquetFile, batch_rows: int) -> Iterator[pa.Table]:
     batches = file.iter_batches(batch_size=batch_rows, use_threads=False)
     while True:
         batch = _read_parquet(path, lambda: next(batches, None))
@@ -469,7 +470,7 @@ def _parquet_tables(path: pathlib.Path, file: pq.ParquetFile, batch_rows: int) -
         yield pa.Table.from_batches([batch])
 
 
-def _read_parquet(path: pathlib.Path, read: Callable[[], T]) -> T:
+def _read_parquet(path: epath.Path, read: Callable[[], T]) -> T:
     try:
         return read()
     except Exception as e:  # pyarrow raises many types for a damaged file
@@ -533,7 +534,7 @@ def _parquet_value_text(value) -> str:
 # ---------------------------------------------------------------------------------------------
 # Values
 
-def _check_columns(path: pathlib.Path, spec: contract.TableSpec, columns) -> None:
+def _check_columns(path: epath.Path, spec: contract.TableSpec, columns) -> None:
     missing = [c for c in spec.required_columns if c not in columns]
     if missing:
         raise DatasetError(

@@ -14,13 +14,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
-import pathlib
 from typing import Dict, List, Optional, Union
 
 import numpy as np
 import pandas as pd
+from etils import epath
 from tqdm import tqdm
 
+from musicrec import storage
 from musicrec.audio import decode
 from musicrec.data import contract
 from musicrec.data.feedback import feedback_labels
@@ -83,17 +84,18 @@ class ValidationReport:
             "fatal": self.fatal,
         }
 
-    def write(self, report_dir) -> pathlib.Path:
-        report_dir = pathlib.Path(report_dir)
+    def write(self, report_dir) -> epath.Path:
+        report_dir = storage.path(report_dir)
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "validation_summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
-        self.malformed_rows.to_csv(report_dir / "malformed_rows.csv", index=False)
-        self.changed_values.to_csv(report_dir / "changed_values.csv", index=False)
-        self.excluded_users.to_csv(report_dir / "excluded_users.csv", index=False)
         quarantined = [dataclasses.asdict(a) for a in self.audio or [] if a.status != "ok"]
-        pd.DataFrame(quarantined, columns=["track_id", "audio_path", "status", "detail"]).to_csv(
-            report_dir / "audio_quarantine.csv", index=False
-        )
+        tables = {
+            "malformed_rows.csv": self.malformed_rows, "changed_values.csv": self.changed_values,
+            "excluded_users.csv": self.excluded_users,
+            "audio_quarantine.csv": pd.DataFrame(quarantined, columns=["track_id", "audio_path", "status", "detail"]),
+        }
+        for name, table in tables.items():
+            (report_dir / name).write_text(table.to_csv(index=False))
         return report_dir
 
     def format(self) -> str:
@@ -136,7 +138,7 @@ class ValidationReport:
 
 
 def validate_dataset(
-    dataset: Union[Dataset, str, pathlib.Path],
+    dataset: Union[Dataset, storage.Location],
     feedback: contract.FeedbackConfig = contract.FeedbackConfig(),
     min_audio_seconds: float = 3.0,
     max_audio_seconds: float = 30.0,

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
-import os
-import pathlib
 import time
 from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Tuple, Union
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import pandas as pd
+import tensorflow as tf
+from etils import epath
 
+from musicrec import storage
 from musicrec.audio.decode import AUDIO_STATUSES, AudioError, MissingAudioError
 
 # What an extractor yields per track: its vector, or the audio error that made it unusable.
@@ -74,7 +76,8 @@ class TrackFeatures:
 
 
 class FeatureCache:
-    """One .npz per (audio file, extractor): `<root>/<extractor>/<key[:2]>/<key>.npz`.
+    """One .npz per (audio file, extractor): `<root>/<extractor>/<key[:2]>/<key>.npz`. The root and
+    the audio files may be local or in a bucket (`musicrec.storage`).
 
     The key hashes the file's absolute path, modification time and size with
     the extractor's `cache_id`, so an edited file or a different model never
@@ -82,22 +85,22 @@ class FeatureCache:
     """
 
     def __init__(self, root, cache_id: str):
-        self.root = pathlib.Path(root) / _slug(cache_id)
+        self.root = storage.path(root) / _slug(cache_id)
         self.cache_id = cache_id
 
-    def _file(self, path: str) -> Optional[pathlib.Path]:
+    def _file(self, path: str) -> Optional[epath.Path]:
         try:
-            stat = os.stat(path)
-        except OSError:
+            stat = tf.io.gfile.stat(storage.join(storage.absolute(path)))  # local or in a bucket
+        except tf.errors.NotFoundError:
             return None  # missing files are not cached: they may appear before the next run
-        key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_mtime_ns}|{stat.st_size}|{self.cache_id}".encode()).hexdigest()
+        key = hashlib.sha1(f"{storage.absolute(path)}|{stat.mtime_nsec}|{stat.length}|{self.cache_id}".encode()).hexdigest()
         return self.root / key[:2] / f"{key}.npz"
 
     def load(self, path: str) -> Optional[Result]:
         file = self._file(path)
         if file is None or not file.is_file():
             return None
-        with np.load(file) as stored:
+        with np.load(storage.local_or_bytes(file)) as stored:
             if "vector" in stored:
                 return stored["vector"]
             return audio_error(str(stored["status"]), path, str(stored["detail"]))
@@ -107,12 +110,15 @@ class FeatureCache:
         if file is None:
             return
         file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_suffix(".tmp.npz")  # rename is atomic: an interrupted run leaves no half file
+        buffer = io.BytesIO()
         if isinstance(result, AudioError):
-            np.savez(temporary, status=result.status, detail=result.detail)
+            np.savez(buffer, status=result.status, detail=result.detail)
         else:
-            np.savez(temporary, vector=np.asarray(result, np.float32))
-        os.replace(temporary, file)
+            np.savez(buffer, vector=np.asarray(result, np.float32))
+        # Written aside, then renamed (atomic on local disks): an interrupted run leaves no half file.
+        temporary = file.with_suffix(".tmp.npz")
+        temporary.write_bytes(buffer.getvalue())
+        temporary.replace(file)
 
 
 def _slug(text: str) -> str:
@@ -164,7 +170,7 @@ def extract_cached(tracks: pd.DataFrame, extractor: Extractor, cache_root, every
     results: Dict[str, Result] = {}
     todo, hits = [], 0
     for track_id, path in paths.items():
-        if not os.path.exists(path):  # found here: no extractor (or worker start) needed for it
+        if not storage.path(path).exists():  # found here: no extractor (or worker start) needed for it
             results[track_id] = MissingAudioError(path, "file not found")
         elif (cached := cache.load(path)) is not None:
             results[track_id], hits = cached, hits + 1

@@ -20,13 +20,14 @@ the audio by construction, but the artist partly is.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import pathlib
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from musicrec import storage
 from musicrec.simulation import world as world_lib
 
 GROUND_TRUTH_DIR = "ground_truth"
@@ -42,17 +43,17 @@ class GroundTruth:
 
     @classmethod
     def load(cls, dataset_dir) -> "GroundTruth":
-        root = pathlib.Path(dataset_dir) / GROUND_TRUTH_DIR
+        root = storage.path(dataset_dir) / GROUND_TRUTH_DIR
         if not root.is_dir():
             raise FileNotFoundError(
                 f"{root} not found: the oracle exists only for datasets made by `musicrec generate-demo`"
             )
         return cls(
-            users=pd.read_csv(root / "users.csv", dtype={"user_id": str}),
-            tracks=pd.read_csv(root / "tracks.csv", dtype={"track_id": str}),
-            faults=pd.read_csv(root / "faults.csv", dtype={"track_id": str}),
+            users=pd.read_csv(io.StringIO((root / "users.csv").read_text()), dtype={"user_id": str}),
+            tracks=pd.read_csv(io.StringIO((root / "tracks.csv").read_text()), dtype={"track_id": str}),
+            faults=pd.read_csv(io.StringIO((root / "faults.csv").read_text()), dtype={"track_id": str}),
             params=json.loads((root / "params.json").read_text()),
-            artist_affinity=_affinity_table(root / "artist_affinity.npz"),
+            artist_affinity=_affinity_table(storage.local_or_bytes(root / "artist_affinity.npz")),
         )
 
     def audio_utility(self, user_ids, track_ids) -> np.ndarray:
