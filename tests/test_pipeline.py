@@ -398,7 +398,9 @@ def test_latest_blessed_model_as_the_baseline(first_run):
     assert evaluation.blessed is True
 
 
-def _files(folder: pathlib.Path):
+def _files(folder) -> dict:
+    """Every file under a local folder (its path inside the folder -> bytes), warm-up assets aside."""
+    folder = pathlib.Path(folder)  # a run's output paths are storage paths, which glob one level only
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and "assets.extra" not in p.parts}
 
 
