@@ -40,3 +40,8 @@ SCORE_EXAMPLES_SIGNATURE = "score_examples"  # what TFMA evaluates
 # export applies to the UE table it bakes in.
 ADAPT_USER_SIGNATURE = "adapt_user_embedding"
 
+
+# The pair examples' track genre (the tracks table's optional `genre` column), and the value of
+# a slice or genre that a row lacks.
+GENRE = "genre"
+UNKNOWN = "unknown"

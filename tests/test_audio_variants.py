@@ -7,9 +7,11 @@ import pytest
 import tensorflow as tf
 
 from musicrec.data.loading import load_dataset
-from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, SCORE_EXAMPLES_SIGNATURE, USER_TOWER_DIR
-from musicrec.trainer.audio_branch import PAPER_NAMES, VARIANT_NAMES, VARIANTS, AudioBranchConfig, hardest_negatives, infonce_loss
-from musicrec.trainer.audio_data import prepare_audio_branch
+from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, GENRE, SCORE_EXAMPLES_SIGNATURE, UNKNOWN, USER_TOWER_DIR
+from musicrec.trainer.audio_branch import (
+    CLASS_LOGIT_SCALE, PAPER_NAMES, VARIANT_NAMES, VARIANTS, AudioBranchConfig, hardest_negatives, infonce_loss,
+)
+from musicrec.trainer.audio_data import prepare_audio_branch, track_classes, usable_pairs
 from musicrec.trainer.audio_export import PairScorer, export_audio_model
 from musicrec.trainer.audio_input import FLOOR_DB, Augmentation, LogMelStore, training_examples
 from musicrec.trainer.audio_training import train_audio_branch
@@ -20,15 +22,17 @@ LATER_VARIANTS = sorted(set(VARIANTS) - set(PAPER_NAMES))
 
 
 def test_later_variants_are_named_and_the_papers_unchanged():
-    assert LATER_VARIANTS == ["contrastive_1vs4", "metric_1vs4_adapted", "metric_1vs4_augmented", "metric_1vs4_hard",
-                              "metric_1vs4_refined"]
+    assert LATER_VARIANTS == ["contrastive_1vs4", "metric_1vs4_adapted", "metric_1vs4_augmented", "metric_1vs4_genre",
+                              "metric_1vs4_hard", "metric_1vs4_refined"]
     assert set(VARIANT_NAMES) == set(VARIANTS) and len(set(VARIANT_NAMES.values())) == len(VARIANTS)
     assert {v: VARIANT_NAMES[v] for v in PAPER_NAMES} == PAPER_NAMES
     defaults = AudioBranchConfig()  # the paper's recipe stays the default
-    assert (defaults.user_vector, defaults.loss, defaults.augment, defaults.hard_negatives, defaults.refine_users) == (
-        "ue", "hinge", False, 0, False)
+    assert (defaults.user_vector, defaults.loss, defaults.augment, defaults.hard_negatives, defaults.refine_users,
+            defaults.class_weight) == ("ue", "hinge", False, 0, False, 0.0)
     with pytest.raises(ValueError, match="hard_negatives"):
         AudioBranchConfig(loss="infonce", hard_negatives=2)
+    with pytest.raises(ValueError, match="genre head"):
+        AudioBranchConfig.variant("basic_binary", class_weight=0.5)
 
 
 def test_infonce_targets_the_own_liked_track_and_leaves_out_other_likes():
@@ -119,3 +123,37 @@ def test_reproduce_table1_runs_a_later_variant_by_name(tiny_dataset, tiny_featur
     (result,) = report["results"]
     assert (result["variant"], result["model"], result["context_seconds"]) == ("contrastive_1vs4", "Contrastive-1vs4", 3.0)
     assert "| Contrastive-1vs4 |" in (tmp_path / "table1.md").read_text()
+
+
+def test_track_classes_come_from_the_training_pairs_genres_only():
+    store = LogMelStore.from_arrays(["a", "b", "c", "d"], [np.zeros((140, 128), np.float16)] * 4)
+    train = pd.DataFrame({"track_id": ["a", "b", "a", "c"], GENRE: ["rock", "jazz", "rock", UNKNOWN]})
+    np.testing.assert_array_equal(track_classes(train, store), [1, 0, -1, -1])  # d: not a training track
+    assert (track_classes(train.drop(columns=GENRE), store) == -1).all()  # a dataset without genres
+
+
+def test_the_genre_head_learns_the_training_tracks_genres(tiny_pairs, tiny_log_mels):
+    """The head reads each crop's own track's genre: after a short training it names the genre of
+    most training tracks from their AE (8 genres: chance is 1/8), which it could not with the
+    labels and rows out of step."""
+    from musicrec.trainer.audio_evaluation import track_embeddings
+
+    pairs, users = tiny_pairs
+    assert (pairs.pairs[GENRE] != UNKNOWN).all()  # the generator gives every track a genre
+    config = AudioBranchConfig.variant("metric_1vs4_genre", epochs=5, steps_per_epoch=20, refine_users=False)
+    trained = train_audio_branch(pairs, tiny_log_mels, users, config)
+    classes = track_classes(usable_pairs(pairs.split("train"), users, tiny_log_mels, 130), tiny_log_mels)
+    rows = np.flatnonzero(classes >= 0)
+    ae = track_embeddings(trained.model.encoder, tiny_log_mels, 130)[rows]
+    logits = trained.model.class_head(tf.math.l2_normalize(ae, axis=-1) * CLASS_LOGIT_SCALE).numpy()
+    chance = 1 / (classes.max() + 1)
+    assert (logits.argmax(axis=1) == classes[rows]).mean() > 3 * chance
+
+
+def test_without_genres_the_genre_variant_trains_without_the_head(tiny_pairs, tiny_log_mels, caplog):
+    pairs, users = tiny_pairs
+    no_genres = type(pairs)(pairs=pairs.pairs.assign(**{GENRE: UNKNOWN}), excluded=pairs.excluded)
+    trained = train_audio_branch(no_genres, tiny_log_mels, users, AudioBranchConfig.variant("metric_1vs4_genre", epochs=1,
+                                                                                          steps_per_epoch=2))
+    assert trained.model.class_head is None and np.all(np.isfinite(trained.history["loss"]))
+    assert "no training pair has a known genre" in caplog.text

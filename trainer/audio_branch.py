@@ -14,12 +14,19 @@ Table 1 models and the later variants are configurations of it:
 | metric_1vs4_augmented | UE (frozen)              | as Metric-1vs4, log-mels with random gain and EQ tilt | cosine hinge |
 | metric_1vs4_hard      | UE (frozen)              | 1 liked, 4 disliked + 4 mined in the batch | cosine hinge        |
 | metric_1vs4_refined   | UE, then refined per user on its training pairs | 1 liked, 4 disliked | cosine hinge  |
+| metric_1vs4_genre     | as metric_1vs4_refined   | 1 liked, 4 disliked     | cosine hinge + 0.5 x genre softmax on the AE |
 
 Each later variant changes one thing of Metric-1vs4, so each is measured
 against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
 user_vector="adapted_ue", augment=True)`). Every variant exports the same
 serving graph: log-mel -> AE, scored by cosine against a UE table (the
 adapted variant's table is the UEs through its map: `SiameseAudioModel.adapt`).
+
+The genre head (`class_weight`) is a training signal only: a linear softmax
+over the training tracks' genre (the pair examples' `genre` column) on the
+unit AE, which pulls tracks of one genre together in the metric space, so new
+releases land near the music they resemble. It is not exported: serving still
+needs audio alone. A dataset without genres trains without it.
 
 The encoder (shared by every input, so the network is Siamese) follows DCUE's
 public model: 1-D convolutions over time with the 128 mel bins as channels.
@@ -62,6 +69,7 @@ VARIANTS: Dict[str, dict] = {
     "metric_1vs4_augmented": dict(user_vector="ue", negatives=4, loss="hinge", augment=True),
     "metric_1vs4_hard": dict(user_vector="ue", negatives=4, loss="hinge", hard_negatives=4),
     "metric_1vs4_refined": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True),
+    "metric_1vs4_genre": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True, class_weight=0.5),
 }
 LR_SCHEDULES = ("inverse_time", "cosine")
 USER_VECTORS = ("ue", "adapted_ue", "lookup")
@@ -74,8 +82,12 @@ VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the
     **PAPER_NAMES, "metric_1vs4_adapted": "Metric-1vs4 + UE adapter", "contrastive_1vs4": "Contrastive-1vs4",
     "metric_1vs4_augmented": "Metric-1vs4 + augmentation", "metric_1vs4_hard": "Metric-1vs4 + hard negatives",
     "metric_1vs4_refined": "Metric-1vs4 + user refinement",
+    "metric_1vs4_genre": "Metric-1vs4 + user refinement + genre head",
 }
 EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
+# The genre head scores unit AEs: cosines in [-1, 1] times this scale (temperature 0.1), so
+# the softmax can become confident.
+CLASS_LOGIT_SCALE = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +131,9 @@ class AudioBranchConfig:
     # After training, move each user's vector toward their own training pairs in AE space
     # (trainer/user_refinement.py; its strength, none included, chosen on the validation pairs).
     refine_users: bool = False
+    # Weight of the genre head's loss beside the ranking loss (0: no head). Its logits are a
+    # linear map of the unit AE times CLASS_LOGIT_SCALE (a cosine classifier).
+    class_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -133,6 +148,8 @@ class AudioBranchConfig:
                              "and InfoNCE already scores every track in the batch")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
+        if self.class_weight and self.loss == "binary":
+            raise ValueError("the genre head (class_weight) is trained beside the triplet losses, not the binary one")
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "AudioBranchConfig":
@@ -212,10 +229,16 @@ def hardest_negatives(batch_similarity: tf.Tensor, liked_by: tf.Tensor, tracks_p
 class SiameseAudioModel(keras.Model):
     """User vector + shared audio encoder, trained with the configured loss."""
 
-    def __init__(self, config: AudioBranchConfig, user_vectors: np.ndarray):
+    def __init__(self, config: AudioBranchConfig, user_vectors: np.ndarray, track_classes: Optional[np.ndarray] = None):
+        """`track_classes`: each stored track's class (genre) index, -1 where unknown; the genre head
+        is built when the configuration weighs it and some class is known."""
         super().__init__(name="siamese_audio_model")
         self.config = config
         self.encoder = build_audio_encoder(config)
+        self.class_head = None
+        if config.class_weight and track_classes is not None and (track_classes >= 0).any():
+            self.track_classes = tf.constant(track_classes, tf.int32)
+            self.class_head = keras.layers.Dense(int(track_classes.max()) + 1, use_bias=False, name="genre_head")
         n_users = user_vectors.shape[0]
         if config.user_vector == "lookup":
             self.user_vectors = keras.layers.Embedding(n_users, config.embedding_dim, name="user_id_embedding")
@@ -263,9 +286,19 @@ class SiameseAudioModel(keras.Model):
         if config.hard_negatives:
             mined = hardest_negatives(batch_similarity, batch["liked_by"], 1 + config.negatives, config.hard_negatives)
             disliked = tf.concat([disliked, mined], axis=1)
-        if config.loss == "softmax":
-            return softmax_loss(liked, disliked)
-        return hinge_loss(liked, disliked, config.margin)
+        ranking = softmax_loss(liked, disliked) if config.loss == "softmax" else hinge_loss(liked, disliked, config.margin)
+        if self.class_head is None:
+            return ranking
+        return ranking + config.class_weight * self.class_losses(tracks, batch["rows"])
+
+    def class_losses(self, tracks: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+        """Per example: the genre head's cross-entropy, averaged over its tracks of known genre.
+        tracks: AEs [B, 1 + n, d]; rows: their stored tracks [B, 1 + n]."""
+        labels = tf.gather(self.track_classes, rows)
+        logits = self.class_head(tf.math.l2_normalize(tracks, axis=-1) * CLASS_LOGIT_SCALE)
+        known = tf.cast(labels >= 0, tf.float32)
+        entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits) * known
+        return tf.reduce_sum(entropy, axis=1) / tf.maximum(tf.reduce_sum(known, axis=1), 1.0)
 
     def train_step(self, batch):
         with tf.GradientTape() as tape:

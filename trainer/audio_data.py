@@ -19,7 +19,7 @@ import tensorflow as tf
 from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs, user_queries
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.user_examples import UserExamples
-from musicrec.names import EMBED_USER_SIGNATURE
+from musicrec.names import EMBED_USER_SIGNATURE, GENRE, UNKNOWN
 from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.user_export import read_embeddings
 
@@ -59,9 +59,24 @@ def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_fr
                          feedback: FeedbackConfig = FeedbackConfig(), split: SplitConfig = SplitConfig()):
     """Splits the liked/disliked pairs and embeds every user with the user tower from their
     liked tracks outside the validation and test pairs (`audio_pairs.user_queries`).
+    The pairs carry each track's genre, as the ingestion's pair examples do.
     Returns (AudioPairs, UserVectors)."""
     pairs = build_audio_pairs(dataset.interactions, dataset.users["user_id"], store.usable(context_frames), feedback, split)
+    genres = dataset.tracks.set_index("track_id")[GENRE] if GENRE in dataset.tracks else pd.Series(dtype=object)
+    pairs.pairs[GENRE] = pairs.pairs["track_id"].map(genres).fillna(UNKNOWN).replace("", UNKNOWN)
     return pairs, UserVectors.from_user_tower(user_tower_dir, user_queries(dataset, pairs, feedback))
+
+
+def track_classes(train: pd.DataFrame, store: LogMelStore) -> np.ndarray:
+    """Each stored track's genre index among the training pairs' genres; -1 for a track outside
+    the training pairs or of unknown genre (the genre head never sees it)."""
+    classes = np.full(len(store.track_ids), -1, np.int32)
+    if GENRE not in train:
+        return classes
+    genre_of = train[train[GENRE] != UNKNOWN].drop_duplicates("track_id").set_index("track_id")[GENRE]
+    codes = {genre: i for i, genre in enumerate(sorted(genre_of.unique()))}
+    classes[store.rows(genre_of.index)] = genre_of.map(codes).to_numpy()
+    return classes
 
 
 def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int) -> pd.DataFrame:

@@ -190,9 +190,11 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
         counts = tf.cast(options.row_lengths(), tf.float32)
         picks = tf.cast(tf.floor(tf.random.uniform([tf.shape(users)[0], negatives]) * counts[:, None]), tf.int64)
         negative_rows = tf.gather(options.values, options.row_starts()[:, None] + picks)
-        batch = {"user": users, "liked": augment(cropper.random(liked)), "disliked": augment(cropper.random(negative_rows))}
+        rows = tf.concat([tf.cast(liked, tf.int64)[:, None], tf.cast(negative_rows, tf.int64)], axis=1)
+        batch = {"user": users, "liked": augment(cropper.random(liked)), "disliked": augment(cropper.random(negative_rows)),
+                 "rows": rows}  # the stored tracks of the crops: liked, then disliked
         if liked_by is not None:
-            batch["liked_by"] = liked_by(users, tf.reshape(tf.concat([liked[:, None], negative_rows], axis=1), [-1]))
+            batch["liked_by"] = liked_by(users, tf.reshape(rows, [-1]))
         return batch
 
     return (

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from musicrec.data.audio_pairs import AudioPairs
 from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
-from musicrec.trainer.audio_data import UserVectors, usable_pairs
+from musicrec.trainer.audio_data import UserVectors, track_classes, usable_pairs
 from musicrec.trainer.audio_evaluation import pair_scores, track_embeddings
 from musicrec.trainer.audio_input import Augmentation, Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
 from musicrec.trainer.user_refinement import Refinement, choose_refinement, pair_arrays
@@ -96,7 +96,10 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
                         "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
     per_epoch = -(-count // config.batch_size)  # the last batch may be partial
     steps = config.steps_per_epoch or per_epoch
-    model = SiameseAudioModel(config, users.vectors)
+    model = SiameseAudioModel(config, users.vectors, track_classes(train, store) if config.class_weight else None)
+    if config.class_weight and model.class_head is None:
+        logging.warning("%s audio branch: no training pair has a known genre; trained without the genre head",
+                        musicrec.LOG_TAG)
     model.compile(optimizer=build_optimizer(config, total_steps=steps * config.epochs))
     progress = _Progress(segments_per_step)
     callbacks = [progress]

@@ -43,10 +43,9 @@ from musicrec.data.user_examples import (
     NO_LIKED_TRACKS, TOO_FEW_LIKED_TRACKS, ExampleConfig, ExampleLookups, assemble_examples, choose_new_users,
     encode_demographic, history_row, skip_user_draws, user_rows,
 )
-from musicrec.names import EVAL, TEST, TRAIN, USER_QUERIES
+from musicrec.names import EVAL, TEST, TRAIN, UNKNOWN, USER_QUERIES
 
 AGE_BUCKETS = ((0, "<18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-54"), (55, "55-64"), (65, "65+"))
-UNKNOWN = "unknown"
 # Popularity buckets by the track's rank in liked training pairs: the top 20%
 # of tracks are the head, the next 30% the torso, the rest the tail.
 POPULARITY_BUCKETS = ((0.2, "head"), (0.5, "torso"), (1.0, "tail"))
