@@ -64,13 +64,10 @@ def path(location: Location) -> epath.Path:
 def is_inside(location: Location, root: Location) -> bool:
     """Whether `location` lies inside the folder `root`: symbolic links followed for local paths,
     and `..` segments resolved for URIs (object stores have no links)."""
+    place, folder = resolved(location), resolved(root).rstrip("/")
     if is_uri(location) or is_uri(root):
-        scheme, _, rest = str(location).partition("://")
-        root_scheme, _, root_rest = str(root).partition("://")
-        normal, normal_root = posixpath.normpath(rest), posixpath.normpath(root_rest)
-        return scheme == root_scheme and (normal == normal_root or normal.startswith(normal_root.rstrip("/") + "/"))
-    resolved, resolved_root = os.path.realpath(location), os.path.realpath(root)
-    return os.path.commonpath([resolved, resolved_root]) == resolved_root
+        return place == folder or place.startswith(folder + "/")
+    return os.path.commonpath([place, folder]) == folder
 
 
 def resolved(location: Location) -> str:
@@ -136,7 +133,7 @@ def _end_beam_worker_at_exit() -> None:
         hook(*exc_info)
 
     sys.excepthook = record_failure
-    atexit.register(lambda: (logging.shutdown(), sys.stdout.flush(), sys.stderr.flush(), os._exit(1 if failed else 0)))
+    atexit.register(lambda: _leave(1 if failed else 0))
 
 
 def exit_process(status: int) -> None:
@@ -149,6 +146,11 @@ def exit_process(status: int) -> None:
     C++ static destructors, so its exit status is its own."""
     if not _object_store_used:
         sys.exit(status)
+    _leave(status)
+
+
+def _leave(status: int) -> None:
+    """Flushes the logs and output, then ends the process without the C++ static destructors."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -90,7 +90,7 @@ class FeatureCache:
 
     def _file(self, path: str) -> Optional[epath.Path]:
         try:
-            stat = tf.io.gfile.stat(storage.join(storage.absolute(path)))  # local or in a bucket
+            stat = tf.io.gfile.stat(str(storage.path(path)))  # local or in a bucket
         except tf.errors.NotFoundError:
             return None  # missing files are not cached: they may appear before the next run
         key = hashlib.sha1(f"{storage.absolute(path)}|{stat.mtime_nsec}|{stat.length}|{self.cache_id}".encode()).hexdigest()
