@@ -47,6 +47,9 @@ class PipelineConfig:
     negatives: Optional[int] = None  # disliked tracks per liked one; empty: the variant's own
     audio_epochs: int = 10
     audio_steps_per_epoch: Optional[int] = 150  # empty: one pass over the training triplets
+    # Log-mels up to this size train in memory; larger ones are read from their shards in blocks
+    # of this size (negatives then come from the liked track's block).
+    audio_memory_mb: float = 4096.0
     user_epochs: int = 40  # the most; early stopping on validation recall@10 picks the number
     user_hidden: List[int] = dataclasses.field(default_factory=lambda: [128, 64])
     # Rank a seeded sample of this many users in the user branch's ranking metrics (early stopping

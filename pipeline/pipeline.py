@@ -130,7 +130,7 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
 
 def _audio_trainer(config: PipelineConfig, ingestion, features, user_trainer, variant: str, code: str) -> AudioTrainer:
     branch = {"variant": variant, "context_seconds": config.context_seconds, "epochs": config.audio_epochs,
-              "steps_per_epoch": config.audio_steps_per_epoch}
+              "steps_per_epoch": config.audio_steps_per_epoch, "log_mel_memory_mb": config.audio_memory_mb}
     if config.negatives is not None and variant != BASELINE_VARIANT:
         branch["negatives"] = config.negatives
     return AudioTrainer(

@@ -134,6 +134,10 @@ class AudioBranchConfig:
     # Weight of the genre head's loss beside the ranking loss (0: no head). Its logits are a
     # linear map of the unit AE times CLASS_LOGIT_SCALE (a cosine classifier).
     class_weight: float = 0.0
+    # The most memory the training log-mels may take (float16, padded per block). Larger
+    # features are read from their shards in blocks of at most this size (trainer/log_mel_shards.py),
+    # with each liked track's negatives among the user's disliked tracks of its block.
+    log_mel_memory_mb: float = 4096.0
     seed: int = 0
 
     def __post_init__(self):

@@ -20,7 +20,7 @@ from musicrec.data.audio_pairs import SplitConfig, build_audio_pairs, user_queri
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.user_examples import UserExamples
 from musicrec.names import EMBED_USER_SIGNATURE, GENRE, UNKNOWN
-from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.audio_input import LogMelCatalogue
 from musicrec.trainer.user_export import read_embeddings
 
 
@@ -55,7 +55,7 @@ class UserVectors:
         return cls(table["user_id"].to_numpy(), np.stack(table["embedding"].to_numpy()))
 
 
-def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_frames: int,
+def prepare_audio_branch(dataset, store: LogMelCatalogue, user_tower_dir, context_frames: int,
                          feedback: FeedbackConfig = FeedbackConfig(), split: SplitConfig = SplitConfig()):
     """Splits the liked/disliked pairs and embeds every user with the user tower from their
     liked tracks outside the validation and test pairs (`audio_pairs.user_queries`).
@@ -67,7 +67,7 @@ def prepare_audio_branch(dataset, store: LogMelStore, user_tower_dir, context_fr
     return pairs, UserVectors.from_user_tower(user_tower_dir, user_queries(dataset, pairs, feedback))
 
 
-def track_classes(train: pd.DataFrame, store: LogMelStore) -> np.ndarray:
+def track_classes(train: pd.DataFrame, store: LogMelCatalogue) -> np.ndarray:
     """Each stored track's genre index among the training pairs' genres; -1 for a track outside
     the training pairs or of unknown genre (the genre head never sees it)."""
     classes = np.full(len(store.track_ids), -1, np.int32)
@@ -79,7 +79,7 @@ def track_classes(train: pd.DataFrame, store: LogMelStore) -> np.ndarray:
     return classes
 
 
-def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int) -> pd.DataFrame:
+def usable_pairs(pairs: pd.DataFrame, users: UserVectors, store: LogMelCatalogue, context_frames: int) -> pd.DataFrame:
     """Pairs whose user has a vector and whose track has a full crop of audio; drops are logged with counts."""
     known_user = pairs["user_id"].isin(set(users.user_ids))
     long_enough = pairs["track_id"].isin(set(store.usable(context_frames)))

@@ -23,7 +23,8 @@ from sklearn.metrics import precision_score, roc_auc_score
 
 from musicrec.data.audio_pairs import AudioPairs
 from musicrec.trainer.audio_data import usable_pairs
-from musicrec.trainer.audio_input import Cropper, LogMelStore, track_segments
+from musicrec.trainer.audio_input import Cropper, LogMelCatalogue, LogMelStore, track_segments
+from musicrec.trainer.log_mel_shards import LogMels, LogMelShards
 from musicrec.trainer.pair_metrics import pair_auc
 from musicrec.trainer.similarity import cosine
 
@@ -31,10 +32,27 @@ if TYPE_CHECKING:  # a type only: training imports this module
     from musicrec.trainer.audio_training import TrainedAudioBranch
 
 
-def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int = 256,
+def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, batch_size: int = 256,
                      track_rows: Optional[np.ndarray] = None) -> np.ndarray:
     """[tracks, d]: mean AE over the non-overlapping context-length segments of each track's first 30 s.
-    With `track_rows`, only those store rows are embedded (the others stay zero)."""
+    With `track_rows`, only those store rows are embedded (the others stay zero). Sharded
+    log-mels are embedded one block at a time, into the same rows."""
+    if not isinstance(store, LogMelShards):
+        return _store_embeddings(encoder, store, context_frames, batch_size, track_rows)
+    table = np.zeros((len(store.track_ids), encoder.output_shape[-1]), np.float32)
+    wanted = np.ones(len(store.track_ids), bool) if track_rows is None else np.isin(np.arange(len(store.track_ids)), track_rows)
+    for block in store.blocks():
+        if not wanted[np.isin(store.file_of_track, block)].any():
+            continue
+        loaded = store.load(block)
+        rows = store.rows(loaded.track_ids)
+        block_rows = np.flatnonzero(wanted[rows])
+        table[rows[block_rows]] = _store_embeddings(encoder, loaded, context_frames, batch_size, block_rows)[block_rows]
+    return table
+
+
+def _store_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int,
+                      track_rows: Optional[np.ndarray]) -> np.ndarray:
     rows, offsets = track_segments(store, context_frames)
     if track_rows is not None:
         wanted = np.isin(rows, track_rows)
@@ -49,13 +67,13 @@ def track_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: i
 
 
 def pair_scores(pairs: pd.DataFrame, user_vectors: np.ndarray, user_index: Dict[str, int], track_ae: np.ndarray,
-                store: LogMelStore) -> np.ndarray:
+                store: LogMelCatalogue) -> np.ndarray:
     """cos(user vector, track AE) of every pair."""
     users = user_vectors[pairs["user_id"].map(user_index).to_numpy()]
     return cosine(users, track_ae[store.rows(pairs["track_id"])]).numpy()
 
 
-def evaluate_liked_disliked(trained: "TrainedAudioBranch", pairs: AudioPairs, store: LogMelStore,
+def evaluate_liked_disliked(trained: "TrainedAudioBranch", pairs: AudioPairs, store: LogMels,
                             test_split: str = "test", track_ae: Optional[np.ndarray] = None) -> Dict[str, float]:
     """`track_ae`: the tracks' AEs when the caller has them already (else computed here)."""
     if track_ae is None:

@@ -25,34 +25,13 @@ FLOOR_DB = 10 * math.log10(DEFAULT.amin)  # -100 dB: digital silence, and the pa
 
 
 @dataclasses.dataclass
-class LogMelStore:
-    """Every track's log-mel, padded to the longest, as one [tracks, frames, mels] float16 array."""
+class LogMelCatalogue:
+    """Which tracks have log-mels, and how many frames each: row i is the i-th track id in sorted
+    order. In-memory (`LogMelStore`) and sharded (`log_mel_shards.LogMelShards`) log-mels both
+    index their tracks this way, so pairs, classes and AE tables use the same rows either way."""
 
     track_ids: np.ndarray
-    log_mels: np.ndarray  # float16 [tracks, max_frames, n_mels]
     lengths: np.ndarray  # int32 [tracks]: frames actually present
-
-    @classmethod
-    def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray]) -> "LogMelStore":
-        if not len(arrays):
-            raise ValueError("no log-mel features to load")
-        frames = max(a.shape[0] for a in arrays)
-        stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(FLOOR_DB), dtype=np.float16)
-        for i, array in enumerate(arrays):
-            stacked[i, : array.shape[0]] = array
-        return cls(np.asarray(track_ids, dtype=object), stacked, np.asarray([a.shape[0] for a in arrays], np.int32))
-
-    @classmethod
-    def from_tfrecords(cls, file_patterns: Iterable[str]) -> "LogMelStore":
-        files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
-        if not files:
-            raise FileNotFoundError(f"no log-mel TFRecords match {list(file_patterns)}")
-        ids, arrays = [], []
-        for record in tf.data.TFRecordDataset(files).map(parse_example):
-            ids.append(record["track_id"].numpy().decode())
-            arrays.append(record["log_mel"].numpy().astype(np.float16))
-        order = np.argsort(ids)
-        return cls.from_arrays([ids[i] for i in order], [arrays[i] for i in order])
 
     def rows(self, track_ids) -> np.ndarray:
         index = pd.Index(self.track_ids)
@@ -65,6 +44,35 @@ class LogMelStore:
     def usable(self, context_frames: int) -> np.ndarray:
         """Track ids long enough for one crop of the context duration."""
         return self.track_ids[self.lengths >= context_frames]
+
+
+@dataclasses.dataclass
+class LogMelStore(LogMelCatalogue):
+    """Every track's log-mel, padded to the longest, as one [tracks, frames, mels] float16 array."""
+
+    log_mels: np.ndarray = None  # float16 [tracks, max_frames, n_mels]
+
+    @classmethod
+    def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray]) -> "LogMelStore":
+        if not len(arrays):
+            raise ValueError("no log-mel features to load")
+        frames = max(a.shape[0] for a in arrays)
+        stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(FLOOR_DB), dtype=np.float16)
+        for i, array in enumerate(arrays):
+            stacked[i, : array.shape[0]] = array
+        return cls(np.asarray(track_ids, dtype=object), np.asarray([a.shape[0] for a in arrays], np.int32), stacked)
+
+    @classmethod
+    def from_tfrecords(cls, file_patterns: Iterable[str]) -> "LogMelStore":
+        files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+        if not files:
+            raise FileNotFoundError(f"no log-mel TFRecords match {list(file_patterns)}")
+        ids, arrays = [], []
+        for record in tf.data.TFRecordDataset(files).map(parse_example):
+            ids.append(record["track_id"].numpy().decode())
+            arrays.append(record["log_mel"].numpy().astype(np.float16))
+        order = np.argsort(ids)
+        return cls.from_arrays([ids[i] for i in order], [arrays[i] for i in order])
 
 
 class Cropper:

@@ -22,7 +22,7 @@ from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.audio_data import UserVectors, usable_pairs
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked, fit_calibration, pair_scores, track_embeddings
 from musicrec.trainer.audio_export import PairScorer, export_audio_model, write_refined_users
-from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.log_mel_shards import open_log_mels
 from musicrec.trainer.audio_training import train_audio_branch
 
 REPORT_FILE = "audio_branch_report.json"
@@ -47,7 +47,7 @@ def run_fn(fn_args) -> None:
     branch = dict(custom.get("audio_branch", {}))
     variant = branch.pop("variant", None)
     config = AudioBranchConfig.variant(variant, **branch) if variant else AudioBranchConfig(**branch)
-    store = LogMelStore.from_tfrecords([storage.join(custom["log_mel_uri"], "log_mel-*")])
+    store = open_log_mels([storage.join(custom["log_mel_uri"], "log_mel-*")], config.log_mel_memory_mb)
     queries = read_user_examples([storage.join(custom["user_queries_uri"], "*")])
     users = UserVectors.from_user_tower(storage.join(fn_args.base_model, USER_TOWER_DIR), queries)
     frames = pd.concat([

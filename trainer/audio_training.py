@@ -23,6 +23,7 @@ from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, 
 from musicrec.trainer.audio_data import UserVectors, track_classes, usable_pairs
 from musicrec.trainer.audio_evaluation import pair_scores, track_embeddings
 from musicrec.trainer.audio_input import Augmentation, Cropper, LogMelStore, binary_dataset, training_examples, triplet_dataset
+from musicrec.trainer.log_mel_shards import LogMels, LogMelShards, block_dataset
 from musicrec.trainer.user_refinement import Refinement, choose_refinement, pair_arrays
 
 
@@ -75,25 +76,37 @@ class _Progress(keras.callbacks.Callback):
         )
 
 
-def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors, config: AudioBranchConfig,
+def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, config: AudioBranchConfig,
                        verbose: int = 0) -> TrainedAudioBranch:
+    """`store`: the log-mels in memory, or their shards' index (`log_mel_shards.open_log_mels`
+    chooses), read block by block."""
     keras.utils.set_random_seed(config.seed)
     train = usable_pairs(pairs.split("train"), users, store, config.context_frames)
-    examples = training_examples(train, users.index(), store)
-    cropper = Cropper(store, config.context_frames)
+    examples = training_examples(train, users.index(), store)  # over the whole catalogue: counts, steps
     augment = Augmentation(config.augment_gain_db, config.augment_tilt_db) if config.augment else None
-    if config.loss == "binary":
-        count, segments_per_step = len(examples.binary_rows), config.batch_size
-        dataset = binary_dataset(examples, cropper, config.batch_size, config.seed, augment)
-    else:
-        count, segments_per_step = len(examples.user_rows), config.batch_size * (1 + config.negatives)
-        dataset = triplet_dataset(examples, cropper, config.negatives, config.batch_size, config.seed, augment,
-                                  liked_mask=config.needs_liked_mask)
+    binary = config.loss == "binary"
+    count = len(examples.binary_rows) if binary else len(examples.user_rows)
+    segments_per_step = config.batch_size * (1 if binary else 1 + config.negatives)
     if count == 0:
         raise ValueError("no training examples: no user has both liked and disliked training tracks with audio")
-    if examples.skipped_users and config.loss != "binary":
+    if examples.skipped_users and not binary:
         logging.warning("%s audio branch: %d users have liked but no disliked training tracks; their liked tracks "
                         "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
+
+    def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore):
+        block_examples = training_examples(block_pairs, users.index(), block)
+        if not len(block_examples.binary_rows if binary else block_examples.user_rows):
+            return None
+        cropper = Cropper(block, config.context_frames)
+        if binary:
+            return binary_dataset(block_examples, cropper, config.batch_size, config.seed, augment)
+        return triplet_dataset(block_examples, cropper, config.negatives, config.batch_size, config.seed, augment,
+                               liked_mask=config.needs_liked_mask)
+
+    if isinstance(store, LogMelShards):
+        dataset = block_dataset(store, train, make_dataset, config.seed)
+    else:
+        dataset = make_dataset(train, store).repeat()
     per_epoch = -(-count // config.batch_size)  # the last batch may be partial
     steps = config.steps_per_epoch or per_epoch
     model = SiameseAudioModel(config, users.vectors, track_classes(train, store) if config.class_weight else None)
@@ -110,7 +123,7 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
         stopping = keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.early_stopping_patience,
                                                  restore_best_weights=True)
         callbacks += [ValidationAUC(validation, users, store, config.context_frames), stopping]
-    history = model.fit(dataset.repeat(), epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    history = model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
     val_auc = history.history.get("val_auc")
     return TrainedAudioBranch(
         model=model, config=config, users=users, history=history.history,
@@ -122,7 +135,7 @@ def train_audio_branch(pairs: AudioPairs, store: LogMelStore, users: UserVectors
 
 
 def refine(model: SiameseAudioModel, train: pd.DataFrame, validation: pd.DataFrame, users: UserVectors,
-           store: LogMelStore) -> Refinement:
+           store: LogMels) -> Refinement:
     """The per-user refinement of the trained model's user vectors (trainer/user_refinement.py),
     from the AEs of the training and validation tracks only."""
     validation = usable_pairs(validation, users, store, 1)
@@ -138,7 +151,7 @@ class ValidationAUC(keras.callbacks.Callback):
     """Adds `val_auc`, the liked/disliked AUC of cos(user vector, track AE) on the validation
     pairs, to every epoch's logs. Only the validation tracks are embedded."""
 
-    def __init__(self, validation: pd.DataFrame, users: UserVectors, store: LogMelStore, context_frames: int):
+    def __init__(self, validation: pd.DataFrame, users: UserVectors, store: LogMels, context_frames: int):
         super().__init__()
         if validation.empty or validation["label"].nunique() < 2:
             raise ValueError("early stopping needs validation pairs with both liked and disliked labels")

@@ -52,3 +52,8 @@ def parse_example(serialized: tf.Tensor) -> dict:
     log_mel = tf.io.decode_raw(parsed["log_mel"], tf.float16)
     log_mel = tf.reshape(tf.cast(log_mel, tf.float32), tf.stack([parsed["num_frames"], parsed["n_mels"]]))
     return {"track_id": parsed["track_id"], "log_mel": log_mel}
+
+
+def parse_index(serialized: tf.Tensor) -> dict:
+    """The record's track id and shape without decoding its log-mel: for indexing shards."""
+    return tf.io.parse_example(serialized, {k: FEATURE_SPEC[k] for k in ("track_id", "num_frames", "n_mels")})
