@@ -207,7 +207,7 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.user_rows, examples.liked_rows))
-        .shuffle(len(examples.user_rows), seed=seed, reshuffle_each_iteration=True)
+        .shuffle(max(len(examples.user_rows), 1), seed=seed, reshuffle_each_iteration=True)  # none: no batch
         .batch(batch_size)
         .map(sample_and_crop, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -224,7 +224,7 @@ def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.binary_users, examples.binary_rows, examples.binary_labels))
-        .shuffle(len(examples.binary_rows), seed=seed, reshuffle_each_iteration=True)
+        .shuffle(max(len(examples.binary_rows), 1), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
         .map(crop, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)

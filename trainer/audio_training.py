@@ -15,6 +15,7 @@ from typing import Dict, Optional
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 import tf_keras as keras
 from sklearn.metrics import roc_auc_score
 
@@ -93,10 +94,8 @@ def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, co
         logging.warning("%s audio branch: %d users have liked but no disliked training tracks; their liked tracks "
                         "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
 
-    def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore):
+    def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore) -> tf.data.Dataset:
         block_examples = training_examples(block_pairs, users.index(), block)
-        if not len(block_examples.binary_rows if binary else block_examples.user_rows):
-            return None
         cropper = Cropper(block, config.context_frames)
         if binary:
             return binary_dataset(block_examples, cropper, config.batch_size, config.seed, augment)

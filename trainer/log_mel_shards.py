@@ -127,41 +127,40 @@ def open_log_mels(file_patterns: Iterable[str], memory_mb: float) -> LogMels:
 
 
 def block_dataset(shards: LogMelShards, train: pd.DataFrame,
-                  make_dataset: Callable[[pd.DataFrame, LogMelStore], Optional[tf.data.Dataset]],
-                  seed: int) -> tf.data.Dataset:
+                  make_dataset: Callable[[pd.DataFrame, LogMelStore], tf.data.Dataset], seed: int) -> tf.data.Dataset:
     """The training batches of every block in turn, passes repeated forever, as one tf.data.Dataset.
 
     `make_dataset(block pairs, block store)` is the in-memory path's pipeline over one block
-    (one pass over its pairs), or None when the block forms no example. Batch `rows` come back
+    (one pass over its pairs; empty when the block forms no example). Batch `rows` come back
     as rows of the whole shard index."""
-    datasets = _block_datasets(shards, train, make_dataset, np.random.default_rng(seed))
-    first = next(datasets)  # its element spec is every block's
+    blocks = _loaded_blocks(shards, train, make_dataset, np.random.default_rng(seed))
+    first = next(blocks)  # its element spec is every block's
 
     def batches():
-        for dataset, to_shard_rows in itertools.chain([first], datasets):
+        produced = 0
+        for dataset, to_shard_rows, ends_pass in itertools.chain([first], blocks):
             for batch in dataset:
                 if "rows" in batch:
                     batch["rows"] = tf.gather(to_shard_rows, batch["rows"])
+                produced += 1
                 yield batch
+            if ends_pass and not produced:
+                raise ValueError("no block of log-mels forms a training example (each user's liked and disliked "
+                                 "tracks fall in different blocks): raise log_mel_memory_mb")
+            produced = 0 if ends_pass else produced
 
     return tf.data.Dataset.from_generator(batches, output_signature=first[0].element_spec).prefetch(2)
 
 
-def _block_datasets(shards: LogMelShards, train: pd.DataFrame, make_dataset, rng: np.random.Generator):
-    """(block dataset, block row -> shard row) for every block with examples, pass after pass."""
+def _loaded_blocks(shards: LogMelShards, train: pd.DataFrame, make_dataset, rng: np.random.Generator):
+    """(block dataset, block row -> shard row, whether it is a pass's last block), pass after pass."""
     while True:
-        found = False
-        for block in shards.blocks(rng):
+        blocks = shards.blocks(rng)
+        for number, block in enumerate(blocks):
             started = time.monotonic()
             store = shards.load(block)
             pairs = train[train["track_id"].isin(set(store.track_ids))]
-            dataset = make_dataset(pairs, store) if len(pairs) else None
-            logging.info("%s audio branch: block of %d tracks and %d training pairs loaded in %.1f s%s",
-                         musicrec.LOG_TAG, len(store.track_ids), len(pairs), time.monotonic() - started,
-                         "" if dataset is not None else "; it forms no example and is skipped")
-            if dataset is not None:
-                found = True
-                yield dataset, tf.constant(shards.rows(store.track_ids), tf.int64)
-        if not found:
-            raise ValueError("no block of log-mels forms a training example (each user's liked and disliked tracks "
-                             "fall in different blocks): raise log_mel_memory_mb")
+            logging.info("%s audio branch: block %d/%d, %d tracks and %d training pairs, loaded in %.1f s",
+                         musicrec.LOG_TAG, number + 1, len(blocks), len(store.track_ids), len(pairs),
+                         time.monotonic() - started)
+            yield make_dataset(pairs, store), tf.constant(shards.rows(store.track_ids), tf.int64), number == len(blocks) - 1
