@@ -40,3 +40,17 @@ def test_extraction_writes_features_and_quarantines_each_bad_file(tiny_dataset, 
     extract_features(tracks[:10], tmp_path / "features")
     rerun = tf.data.TFRecordDataset([str(p) for p in (tmp_path / "features").glob("log_mel-*")])
     assert sum(1 for _ in rerun) == 10
+
+
+def test_features_are_written_in_shards_of_a_bounded_number_of_tracks(tiny_dataset, tmp_path, monkeypatch):
+    """The trainer reads features past its memory budget in blocks of whole shards, so a catalogue
+    comes out in many small shards rather than a few large ones."""
+    from musicrec.components.audio_features import transforms
+
+    monkeypatch.setattr(transforms, "TRACKS_PER_SHARD", 20)
+    tracks = load_dataset(tiny_dataset).audio_files()
+    extract_features(tracks, tmp_path / "features")
+    shards = sorted((tmp_path / "features").glob("log_mel-*"))
+    assert len(shards) == -(-len(tracks) // 20)
+    ids = [r["track_id"].numpy() for r in tf.data.TFRecordDataset([str(p) for p in shards]).map(parse_example)]
+    assert len(ids) == len(set(ids)) == 96

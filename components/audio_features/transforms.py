@@ -37,6 +37,10 @@ QUARANTINE_FILE = "quarantine.jsonl"
 # One JSON line per extracted track: track_id, frames. Lets downstream steps
 # know which tracks have enough audio without reading the log-mels.
 INDEX_FILE = "index.jsonl"
+# Tracks per log-mel shard (30 s of float16 log-mel is about 330 KB, so about 160 MB a shard):
+# the trainer reads features past its memory budget in blocks of whole shards
+# (trainer/log_mel_shards.py), so shards must be small beside the budget and many.
+TRACKS_PER_SHARD = 500
 
 
 class _ExtractLogMelFn(beam.DoFn):
@@ -139,7 +143,7 @@ def write_features(pipeline: beam.Pipeline, tracks: Sequence[decode.AudioFile], 
     output_dir = storage.path(output_dir)
     outputs = pipeline | "Tracks" >> beam.Create(list(tracks)) | "ExtractLogMel" >> ExtractLogMel(config, min_seconds)
     _ = outputs.features | "WriteFeatures" >> beam.io.WriteToTFRecord(
-        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord"
+        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord", num_shards=-(-len(tracks) // TRACKS_PER_SHARD)
     )
     for tag, name in ((QUARANTINE, QUARANTINE_FILE), (INDEX, INDEX_FILE)):
         _ = (
