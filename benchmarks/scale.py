@@ -10,9 +10,9 @@ process, so its peak RSS (that process and any worker it starts) is its own:
              same job streams, here the runner holds each stage's output.
   audio      log-mel shards of N tracks (30 s, float16, 64 shards) read
              through the streaming input (trainer/log_mel_shards.py) with a
-             fixed memory budget (1 GB; 16 MB with --quick): the shard index scan, a fixed number of
-             Metric-1vs4 training steps fed block by block, and every
-             track's AE, block by block.
+             fixed memory budget (1 GB; 16 MB with --quick): the shard index
+             scan, a fixed number of Metric-1vs4 training steps fed block by
+             block, and every track's AE, block by block.
   retrieval  the exported recommender's user index (serving/graphs.UserIndex:
              cosine + blocked exact top-k) over N users: the top-100 users of
              new tracks, in batches.
@@ -218,9 +218,10 @@ def projection(largest: dict) -> dict:
 
 
 def write_doc(path: pathlib.Path, results: list, rows: list, projections: list) -> None:
+    stages = "\n".join(line[2:] for line in __doc__.split("\n\n")[2].splitlines())  # the docstring's stage list
     lines = ["# Scale: growth and projection", "",
-             f"Measured by `benchmarks/scale.py` on {platform.machine()}, {os.cpu_count()} cores, "
-             f"{time.strftime('%Y-%m-%d')}. Each size in its own process.", "",
+             f"Written by `benchmarks/scale.py` on {platform.machine()}, {os.cpu_count()} cores, "
+             f"{time.strftime('%Y-%m-%d')}; each size in its own process. The stages:", "", "```", stages, "```", "",
              "| stage | size | time (s) | rate | peak RSS (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['stage']} | {r['size']:,} {UNITS[r['stage']]} | {r['seconds']:.1f} | {r['rate']:,.0f} {r['rate_unit']} "
               f"| {r['peak_rss_mb']:,.0f} |" for r in results]

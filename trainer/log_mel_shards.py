@@ -25,6 +25,7 @@ disliked track in a block form no triplets in that block; they are counted.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import logging
 import time
@@ -74,8 +75,16 @@ class LogMelShards(LogMelCatalogue):
 
     def block_bytes(self, files: Iterable[int]) -> int:
         """Memory of the files' log-mels loaded as one store: padded to the block's longest track."""
-        members = np.isin(self.file_of_track, list(files))
-        return int(members.sum()) * int(self.lengths[members].max(initial=0)) * self.n_mels * BYTES_PER_VALUE
+        files = list(files)
+        tracks, frames = self._file_sizes
+        return int(tracks[files].sum()) * int(frames[files].max(initial=0)) * self.n_mels * BYTES_PER_VALUE
+
+    @functools.cached_property
+    def _file_sizes(self):
+        """Per file: its number of tracks and its longest track's frames."""
+        longest = np.zeros(len(self.files), np.int64)
+        np.maximum.at(longest, self.file_of_track, self.lengths)
+        return np.bincount(self.file_of_track, minlength=len(self.files)), longest
 
     def blocks(self, rng: Optional[np.random.Generator] = None) -> List[List[int]]:
         """The files grouped into blocks that fit the budget, in shuffled order with `rng`."""
