@@ -70,9 +70,9 @@ def measure(store: LogMelStore, shard_files: list, pairs: pd.DataFrame, context_
     users = {u: i for i, u in enumerate(sorted(pairs["user_id"].unique()))}
     vectors = np.random.default_rng(1).normal(size=(len(users), 40)).astype(np.float32)
 
-    def pipeline(over_pairs, over_store):
+    def pipeline(over_pairs, over_store, draw_seed=None):
         return triplet_dataset(training_examples(over_pairs, users, over_store), Cropper(over_store, config.context_frames),
-                               config.negatives, config.batch_size, seed=0)
+                               config.negatives, config.batch_size, seed=draw_seed or 0, draw_seed=draw_seed)
 
     in_memory = pipeline(pairs, store).repeat()
     # Distinct batches materialised up front (as many as the timed run uses), so

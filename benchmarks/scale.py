@@ -114,7 +114,7 @@ def audio_stage(size: int, work: pathlib.Path, memory_mb: float) -> dict:
     from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel, build_optimizer
     from musicrec.trainer.audio_evaluation import track_embeddings
     from musicrec.trainer.audio_input import Cropper, training_examples, triplet_dataset
-    from musicrec.trainer.log_mel_shards import block_dataset, open_log_mels
+    from musicrec.trainer.log_mel_shards import LogMelShards, block_dataset
 
     rng = np.random.default_rng(0)
     pool = [rng.normal(-40, 15, (1292, 128)).astype(np.float16) for _ in range(32)]  # the bytes are what counts
@@ -127,7 +127,7 @@ def audio_stage(size: int, work: pathlib.Path, memory_mb: float) -> dict:
     del pool
 
     started = time.perf_counter()
-    shards = open_log_mels(files, memory_mb)
+    shards = LogMelShards.scan(files, int(memory_mb * 2**20))  # blocks at every size, even one that would fit
     scan_seconds = time.perf_counter() - started
     users = max(size // 5, 10)
     picks = rng.integers(0, size, (users, 20))
@@ -138,9 +138,9 @@ def audio_stage(size: int, work: pathlib.Path, memory_mb: float) -> dict:
     model = SiameseAudioModel(config, rng.normal(size=(users, 40)).astype(np.float32))
     model.compile(optimizer=build_optimizer(config, TRAIN_STEPS))
 
-    def pipeline(block_pairs, block):
+    def pipeline(block_pairs, block, draw_seed):
         return triplet_dataset(training_examples(block_pairs, user_index, block), Cropper(block, config.context_frames),
-                               config.negatives, config.batch_size, seed=0)
+                               config.negatives, config.batch_size, seed=draw_seed, draw_seed=draw_seed)
 
     started = time.perf_counter()
     model.fit(block_dataset(shards, pairs, pipeline, seed=0), epochs=1, steps_per_epoch=TRAIN_STEPS, verbose=0)

@@ -25,7 +25,7 @@ from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from musicrec.trainer.audio_branch import PAPER_NAMES, VARIANT_NAMES, AudioBranchConfig
-from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.log_mel_shards import open_log_mels
 from musicrec.trainer.audio_data import prepare_audio_branch
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
 from musicrec.trainer.audio_training import train_audio_branch
@@ -87,7 +87,8 @@ def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=
     user_branch_dir = pathlib.Path(user_branch_dir) if user_branch_dir else out / "user_branch"
     if not (user_branch_dir / "model" / USER_TOWER_DIR / "saved_model.pb").exists():
         run_on_dataset(dataset_dir, user_branch_dir, UserBranchConfig(), feedback)
-    return dataset, LogMelStore.from_tfrecords([str(features_dir / "log_mel-*")]), user_branch_dir / "model" / USER_TOWER_DIR
+    log_mels = open_log_mels([str(features_dir / "log_mel-*")], AudioBranchConfig().log_mel_memory_mb)
+    return dataset, log_mels, user_branch_dir / "model" / USER_TOWER_DIR
 
 
 def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config(), feedback: FeedbackConfig = FeedbackConfig(),

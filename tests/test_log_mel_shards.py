@@ -2,6 +2,7 @@
 and AEs computed block by block, on the tiny dataset's real log-mels written as many shards."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -10,7 +11,7 @@ from musicrec.names import USER_TOWER_DIR
 from musicrec.trainer.audio_branch import AudioBranchConfig, SiameseAudioModel
 from musicrec.trainer.audio_data import prepare_audio_branch, usable_pairs
 from musicrec.trainer.audio_evaluation import track_embeddings
-from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.audio_input import Cropper, LogMelStore, training_examples, triplet_dataset
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.log_mel_shards import LogMelShards, block_dataset, open_log_mels, write_shards
 
@@ -84,10 +85,9 @@ def test_block_batches_pair_each_liked_track_with_the_users_dislikes_in_its_bloc
     pairs, users = tiny_pairs
     shards = LogMelShards.scan(shard_files, budget_bytes=LogMelShards.scan(shard_files, 2**30).block_bytes([0, 1, 2, 3]))
     train = usable_pairs(pairs.split("train"), users, shards, 130)
-    from musicrec.trainer.audio_input import Cropper, training_examples, triplet_dataset
-
-    def make(block_pairs, block):
-        return triplet_dataset(training_examples(block_pairs, users.index(), block), Cropper(block, 130), 4, 8, 0)
+    def make(block_pairs, block, draw_seed):
+        return triplet_dataset(training_examples(block_pairs, users.index(), block), Cropper(block, 130), 4, 8, draw_seed,
+                               draw_seed=draw_seed)
 
     liked = set(zip(train.loc[train["label"] == 1, "user_id"], train.loc[train["label"] == 1, "track_id"]))
     disliked = set(zip(train.loc[train["label"] == 0, "user_id"], train.loc[train["label"] == 0, "track_id"]))
@@ -108,3 +108,34 @@ def test_the_audio_branch_trains_from_blocks(shard_files, tiny_pairs):
     assert trained.epochs_trained == 2 and np.all(np.isfinite(trained.history["loss"]))
     assert len(trained.history["val_auc"]) == 2  # validation AEs computed block by block
     assert trained.refinement is not None
+
+
+def test_every_pass_draws_new_crops_and_negatives(shard_files, tiny_pairs):
+    """Each block's pipeline is built anew, so each gets its own draw seed: one block read twice
+    (two passes) gives other crops, as the in-memory pipeline's epochs do."""
+    pairs, users = tiny_pairs
+    one_block = LogMelShards.scan(shard_files, budget_bytes=2**40)
+    train = usable_pairs(pairs.split("train"), users, one_block, 130)
+
+    def make(block_pairs, block, draw_seed):
+        examples = training_examples(block_pairs, users.index(), block)
+        return triplet_dataset(examples, Cropper(block, 130), 4, 10_000, draw_seed, draw_seed=draw_seed)
+
+    first_pass, second_pass = (batch["liked"].numpy() for batch in block_dataset(one_block, train, make, seed=0).take(2))
+    assert first_pass.shape == second_pass.shape  # the whole block in one batch, each pass
+    assert not np.array_equal(np.sort(first_pass.sum(axis=(1, 2))), np.sort(second_pass.sum(axis=(1, 2))))
+
+
+def test_blocks_that_split_every_users_likes_from_their_dislikes_are_a_clear_error(tmp_path):
+    store = LogMelStore.from_arrays([f"t{i}" for i in range(4)], [np.zeros((140, 8), np.float16)] * 4)
+    files = write_shards(store, str(tmp_path), 4)  # t0..t3, one per shard; blocks of one shard
+    shards = LogMelShards.scan(files, budget_bytes=LogMelShards.scan(files, 2**40).block_bytes([0]))
+    train = pd.DataFrame({"user_id": ["u0", "u0", "u1", "u1"], "track_id": ["t0", "t1", "t2", "t3"], "label": [1, 0, 1, 0]})
+
+    def make(block_pairs, block, draw_seed):
+        return triplet_dataset(training_examples(block_pairs, {"u0": 0, "u1": 1}, block), Cropper(block, 130), 1, 4,
+                               draw_seed, draw_seed=draw_seed)
+
+    # Raised in tf.data's generator thread: TensorFlow passes it on with its message.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no block of log-mels forms a training example"):
+        next(iter(block_dataset(shards, train, make, seed=0)))

@@ -83,11 +83,12 @@ class Cropper:
         self._log_mels = tf.constant(store.log_mels)
         self._lengths = tf.constant(store.lengths)
 
-    def random(self, rows: tf.Tensor) -> tf.Tensor:
-        """rows: int [...] -> float32 [..., context_frames, mels], each crop inside the track's frames."""
+    def random(self, rows: tf.Tensor, seed: Optional[int] = None) -> tf.Tensor:
+        """rows: int [...] -> float32 [..., context_frames, mels], each crop inside the track's frames.
+        `seed`: the op seed of the offsets' draw (see `OpSeeds`)."""
         rows = tf.cast(rows, tf.int32)
         room = tf.maximum(tf.gather(self._lengths, rows) - self.context_frames + 1, 1)
-        offsets = tf.cast(tf.floor(tf.random.uniform(tf.shape(rows)) * tf.cast(room, tf.float32)), tf.int32)
+        offsets = tf.cast(tf.floor(tf.random.uniform(tf.shape(rows), seed=seed) * tf.cast(room, tf.float32)), tf.int32)
         return self.at(rows, offsets)
 
     def at(self, rows: tf.Tensor, offsets: tf.Tensor) -> tf.Tensor:
@@ -107,14 +108,32 @@ class Augmentation:
     gain_db: float
     tilt_db: float
 
-    def __call__(self, crops: tf.Tensor) -> tf.Tensor:
+    def __call__(self, crops: tf.Tensor, seeds: Optional["OpSeeds"] = None) -> tf.Tensor:
         """crops: float32 [..., frames, mels] -> same shape."""
+        seeds = seeds or OpSeeds(None)
         crop_shape = tf.shape(crops)[:-2]
-        gain = tf.random.uniform(crop_shape, -self.gain_db, self.gain_db)[..., None, None]
-        tilt = tf.random.uniform(crop_shape, -self.tilt_db, self.tilt_db)[..., None, None]
+        gain = tf.random.uniform(crop_shape, -self.gain_db, self.gain_db, seed=seeds.next())[..., None, None]
+        tilt = tf.random.uniform(crop_shape, -self.tilt_db, self.tilt_db, seed=seeds.next())[..., None, None]
         ramp = tf.linspace(-0.5, 0.5, tf.shape(crops)[-1])  # lowest mel bin to highest
         shifted = tf.maximum(crops + gain + tilt * ramp, FLOOR_DB)
         return tf.where(crops > FLOOR_DB, shifted, crops)
+
+
+class OpSeeds:
+    """Distinct op seeds for the random ops of one input pipeline, from one pipeline seed.
+
+    Under a global seed (keras.utils.set_random_seed), a newly built dataset restarts its
+    random ops' streams: two pipelines built alike draw the same crops and negatives. The
+    block-streaming input builds one pipeline per block, so each gets its own seed, and each
+    op its own seed from it (two ops with one seed would draw alike). None: TensorFlow's own
+    op seeds, as the in-memory pipeline has always drawn."""
+
+    def __init__(self, seed: Optional[int]):
+        self._seed, self._count = seed, 0
+
+    def next(self) -> Optional[int]:
+        self._count += 1
+        return None if self._seed is None else self._seed * 64 + self._count
 
 
 def segment_offsets(length: int, context_frames: int, max_frames: int = DEFAULT.max_frames) -> np.ndarray:
@@ -157,22 +176,24 @@ class TrainingExamples:
         return liked_by
 
 
-def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: LogMelStore) -> TrainingExamples:
+def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: LogMelCatalogue) -> TrainingExamples:
     rows = store.rows(pairs["track_id"])
     users = pairs["user_id"].map(user_index).to_numpy()
-    disliked = [[] for _ in range(len(user_index))]
-    for user, row in zip(users[pairs["label"].to_numpy() == 0], rows[pairs["label"].to_numpy() == 0]):
-        disliked[user].append(row)
-    liked = pairs["label"].to_numpy() == 1
-    has_negative = np.asarray([len(disliked[u]) > 0 for u in users])
+    labels = pairs["label"].to_numpy()
+    liked, disliked = labels == 1, labels == 0
+    # Each user's disliked rows in pair order (a stable sort by user), as one ragged tensor.
+    order = np.argsort(users[disliked], kind="stable")
+    disliked_rows = tf.RaggedTensor.from_value_rowids(rows[disliked][order].astype(np.int32),
+                                                      users[disliked][order].astype(np.int64), nrows=len(user_index))
+    has_negative = np.bincount(users[disliked], minlength=len(user_index))[users] > 0
     keep = liked & has_negative
     return TrainingExamples(
         user_rows=users[keep].astype(np.int32),
         liked_rows=rows[keep].astype(np.int32),
-        disliked_rows=tf.ragged.constant(disliked, dtype=tf.int32, ragged_rank=1, inner_shape=()) if disliked else None,
+        disliked_rows=disliked_rows,
         binary_rows=rows.astype(np.int32),
         binary_users=users.astype(np.int32),
-        binary_labels=pairs["label"].to_numpy().astype(np.float32),
+        binary_labels=labels.astype(np.float32),
         skipped_users=int(len(np.unique(users[liked & ~has_negative]))),
         liked_keys=np.unique(users[liked].astype(np.int64) * len(store.track_ids) + rows[liked]),
         track_count=len(store.track_ids),
@@ -180,7 +201,8 @@ def training_examples(pairs: pd.DataFrame, user_index: Dict[str, int], store: Lo
 
 
 def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int, batch_size: int, seed: int,
-                    augment: Optional[Augmentation] = None, liked_mask: bool = False) -> tf.data.Dataset:
+                    augment: Optional[Augmentation] = None, liked_mask: bool = False,
+                    draw_seed: Optional[int] = None) -> tf.data.Dataset:
     """(user, liked crop, `negatives` disliked crops of the same user), reshuffled and resampled every epoch.
 
     Sampling and cropping run once per batch, vectorised, rather than once per
@@ -191,15 +213,18 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
     """
     disliked = examples.disliked_rows
     liked_by = examples.liked_lookup() if liked_mask else None
-    augment = augment or (lambda crops: crops)
+    augment = augment or (lambda crops, seeds=None: crops)
 
     def sample_and_crop(users, liked):
+        seeds = OpSeeds(draw_seed)
         options = tf.gather(disliked, users)  # ragged [batch, None]
         counts = tf.cast(options.row_lengths(), tf.float32)
-        picks = tf.cast(tf.floor(tf.random.uniform([tf.shape(users)[0], negatives]) * counts[:, None]), tf.int64)
+        draws = tf.random.uniform([tf.shape(users)[0], negatives], seed=seeds.next())
+        picks = tf.cast(tf.floor(draws * counts[:, None]), tf.int64)
         negative_rows = tf.gather(options.values, options.row_starts()[:, None] + picks)
         rows = tf.concat([tf.cast(liked, tf.int64)[:, None], tf.cast(negative_rows, tf.int64)], axis=1)
-        batch = {"user": users, "liked": augment(cropper.random(liked)), "disliked": augment(cropper.random(negative_rows)),
+        batch = {"user": users, "liked": augment(cropper.random(liked, seeds.next()), seeds),
+                 "disliked": augment(cropper.random(negative_rows, seeds.next()), seeds),
                  "rows": rows}  # the stored tracks of the crops: liked, then disliked
         if liked_by is not None:
             batch["liked_by"] = liked_by(users, tf.reshape(rows, [-1]))
@@ -215,12 +240,13 @@ def triplet_dataset(examples: TrainingExamples, cropper: Cropper, negatives: int
 
 
 def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int, seed: int,
-                   augment: Optional[Augmentation] = None) -> tf.data.Dataset:
+                   augment: Optional[Augmentation] = None, draw_seed: Optional[int] = None) -> tf.data.Dataset:
     """(user, one crop, liked label) over every training pair (Basic-Binary)."""
-    augment = augment or (lambda crops: crops)
+    augment = augment or (lambda crops, seeds=None: crops)
 
     def crop(user, row, label):
-        return {"user": user, "track": augment(cropper.random(row)), "label": label}
+        seeds = OpSeeds(draw_seed)
+        return {"user": user, "track": augment(cropper.random(row, seeds.next()), seeds), "label": label}
 
     return (
         tf.data.Dataset.from_tensor_slices((examples.binary_users, examples.binary_rows, examples.binary_labels))

@@ -94,13 +94,14 @@ def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, co
         logging.warning("%s audio branch: %d users have liked but no disliked training tracks; their liked tracks "
                         "form no triplets", musicrec.LOG_TAG, examples.skipped_users)
 
-    def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore) -> tf.data.Dataset:
+    def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore, draw_seed: Optional[int] = None) -> tf.data.Dataset:
         block_examples = training_examples(block_pairs, users.index(), block)
         cropper = Cropper(block, config.context_frames)
+        seed = config.seed if draw_seed is None else draw_seed
         if binary:
-            return binary_dataset(block_examples, cropper, config.batch_size, config.seed, augment)
-        return triplet_dataset(block_examples, cropper, config.negatives, config.batch_size, config.seed, augment,
-                               liked_mask=config.needs_liked_mask)
+            return binary_dataset(block_examples, cropper, config.batch_size, seed, augment, draw_seed=draw_seed)
+        return triplet_dataset(block_examples, cropper, config.negatives, config.batch_size, seed, augment,
+                               liked_mask=config.needs_liked_mask, draw_seed=draw_seed)
 
     if isinstance(store, LogMelShards):
         dataset = block_dataset(store, train, make_dataset, config.seed)

@@ -37,8 +37,8 @@ import tensorflow as tf
 
 import musicrec
 from musicrec import storage
-from musicrec.audio.records import encode_example, parse_index
-from musicrec.trainer.audio_input import LogMelCatalogue, LogMelStore
+from musicrec.audio.records import encode_example, parse_example, parse_index
+from musicrec.trainer.audio_input import FLOOR_DB, LogMelCatalogue, LogMelStore
 
 BYTES_PER_VALUE = 2  # float16
 
@@ -103,7 +103,16 @@ class LogMelShards(LogMelCatalogue):
         return blocks + [current]
 
     def load(self, block: List[int]) -> LogMelStore:
-        return LogMelStore.from_tfrecords([self.files[i] for i in block])
+        """The block's tracks in memory, written straight into one array sized from the index
+        (`LogMelStore.from_tfrecords` would hold the records and their stack at once)."""
+        members = np.flatnonzero(np.isin(self.file_of_track, block))  # shard rows, so sorted by id
+        lengths = self.lengths[members]
+        log_mels = np.full((len(members), int(lengths.max(initial=0)), self.n_mels), np.float16(FLOOR_DB), np.float16)
+        position = {track: i for i, track in enumerate(self.track_ids[members])}
+        for record in tf.data.TFRecordDataset([self.files[i] for i in block]).map(parse_example):
+            i = position[record["track_id"].numpy().decode()]
+            log_mels[i, : lengths[i]] = record["log_mel"].numpy()
+        return LogMelStore(self.track_ids[members], lengths, log_mels)
 
 
 def write_shards(store: LogMelStore, folder, count: int) -> List[str]:
@@ -136,29 +145,33 @@ def open_log_mels(file_patterns: Iterable[str], memory_mb: float) -> LogMels:
 
 
 def block_dataset(shards: LogMelShards, train: pd.DataFrame,
-                  make_dataset: Callable[[pd.DataFrame, LogMelStore], tf.data.Dataset], seed: int) -> tf.data.Dataset:
+                  make_dataset: Callable[[pd.DataFrame, LogMelStore, int], tf.data.Dataset], seed: int) -> tf.data.Dataset:
     """The training batches of every block in turn, passes repeated forever, as one tf.data.Dataset.
 
-    `make_dataset(block pairs, block store)` is the in-memory path's pipeline over one block
-    (one pass over its pairs; empty when the block forms no example). Batch `rows` come back
-    as rows of the whole shard index."""
+    `make_dataset(block pairs, block store, draw seed)` is the in-memory path's pipeline over
+    one block (one pass over its pairs; empty when the block forms no example), its random
+    draws seeded by the draw seed, which differs from block to block and pass to pass. Batch
+    `rows` come back as rows of the whole shard index. One block is held at a time."""
     blocks = _loaded_blocks(shards, train, make_dataset, np.random.default_rng(seed))
-    first = next(blocks)  # its element spec is every block's
+    pending = [next(blocks)]  # built first for its element spec, every block's
+    element_spec = pending[0][0].element_spec
 
     def batches():
         produced = 0
-        for dataset, to_shard_rows, ends_pass in itertools.chain([first], blocks):
+        while True:
+            dataset, to_shard_rows, ends_pass = pending.pop() if pending else next(blocks)
             for batch in dataset:
                 if "rows" in batch:
                     batch["rows"] = tf.gather(to_shard_rows, batch["rows"])
                 produced += 1
                 yield batch
+            del dataset  # let the block go before the next one loads
             if ends_pass and not produced:
                 raise ValueError("no block of log-mels forms a training example (each user's liked and disliked "
                                  "tracks fall in different blocks): raise log_mel_memory_mb")
             produced = 0 if ends_pass else produced
 
-    return tf.data.Dataset.from_generator(batches, output_signature=first[0].element_spec).prefetch(2)
+    return tf.data.Dataset.from_generator(batches, output_signature=element_spec).prefetch(2)
 
 
 def _loaded_blocks(shards: LogMelShards, train: pd.DataFrame, make_dataset, rng: np.random.Generator):
@@ -172,4 +185,8 @@ def _loaded_blocks(shards: LogMelShards, train: pd.DataFrame, make_dataset, rng:
             logging.info("%s audio branch: block %d/%d, %d tracks and %d training pairs, loaded in %.1f s",
                          musicrec.LOG_TAG, number + 1, len(blocks), len(store.track_ids), len(pairs),
                          time.monotonic() - started)
-            yield make_dataset(pairs, store), tf.constant(shards.rows(store.track_ids), tf.int64), number == len(blocks) - 1
+            dataset = make_dataset(pairs, store, int(rng.integers(2**20)))
+            to_shard_rows = tf.constant(shards.rows(store.track_ids), tf.int64)
+            del store, pairs  # the dataset holds what it needs (TensorFlow's copy of the log-mels)
+            yield dataset, to_shard_rows, number == len(blocks) - 1
+            del dataset

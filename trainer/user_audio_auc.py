@@ -32,7 +32,7 @@ from musicrec.data.user_examples import build_user_examples
 from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.audio_data import UserVectors
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked, track_embeddings
-from musicrec.trainer.audio_input import LogMelStore
+from musicrec.trainer.log_mel_shards import LogMels, open_log_mels
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.retrieval_eval import MODEL_NAMES
 from musicrec.trainer.user_config import QUERIES, UserBranchConfig
@@ -49,7 +49,7 @@ def without_evaluated_pairs(dataset: Dataset, pairs: AudioPairs) -> Dataset:
     return dataclasses.replace(dataset, interactions=dataset.interactions[kept].reset_index(drop=True))
 
 
-def _group_auc(trained_audio, pairs: AudioPairs, users: Iterable[str], store: LogMelStore,
+def _group_auc(trained_audio, pairs: AudioPairs, users: Iterable[str], store: LogMels,
                track_ae: np.ndarray) -> Dict[str, Optional[float]]:
     """AUC and test pairs of the users in `users`; AUC None when their test or validation pairs lack a label."""
     members = pairs.pairs[pairs.pairs["user_id"].isin(set(users))]
@@ -61,7 +61,7 @@ def _group_auc(trained_audio, pairs: AudioPairs, users: Iterable[str], store: Lo
     return {"auc": metrics["auc"], "test_pairs": metrics["test_pairs"]}
 
 
-def audio_auc_by_user_model(dataset: Dataset, store: LogMelStore, audio: AudioBranchConfig,
+def audio_auc_by_user_model(dataset: Dataset, store: LogMels, audio: AudioBranchConfig,
                             user: UserBranchConfig = UserBranchConfig(), queries: Sequence[str] = QUERIES,
                             feedback: FeedbackConfig = FeedbackConfig(), split: SplitConfig = SplitConfig()) -> dict:
     """{user model name: {"all" | "seen" | "new": {"auc", "test_pairs"}}}, plus the split's summary."""
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     audio = AudioBranchConfig.variant(args.variant, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)
-    store = LogMelStore.from_tfrecords([str(pathlib.Path(args.features) / "log_mel-*")])
+    store = open_log_mels([str(pathlib.Path(args.features) / "log_mel-*")], audio.log_mel_memory_mb)
     report = audio_auc_by_user_model(load_dataset(args.dataset), store, audio, queries=args.queries.split(","),
                                      split=SplitConfig(args.protocol))
     print(format_report(report))
