@@ -48,6 +48,7 @@ def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, 
         rows = store.rows(loaded.track_ids)
         block_rows = np.flatnonzero(wanted[rows])
         table[rows[block_rows]] = _store_embeddings(encoder, loaded, context_frames, batch_size, block_rows)[block_rows]
+        del loaded  # before the next block loads: one block at a time
     return table
 
 
