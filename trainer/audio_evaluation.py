@@ -40,7 +40,8 @@ def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, 
     if not isinstance(store, LogMelShards):
         return _store_embeddings(encoder, store, context_frames, batch_size, track_rows)
     table = np.zeros((len(store.track_ids), encoder.output_shape[-1]), np.float32)
-    wanted = np.ones(len(store.track_ids), bool) if track_rows is None else np.isin(np.arange(len(store.track_ids)), track_rows)
+    wanted = np.zeros(len(store.track_ids), bool)
+    wanted[slice(None) if track_rows is None else track_rows] = True
     for block in store.blocks():
         if not wanted[np.isin(store.file_of_track, block)].any():
             continue

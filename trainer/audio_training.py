@@ -96,6 +96,9 @@ def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, co
 
     def make_dataset(block_pairs: pd.DataFrame, block: LogMelStore, draw_seed: Optional[int] = None) -> tf.data.Dataset:
         block_examples = training_examples(block_pairs, users.index(), block)
+        if draw_seed is not None and block_examples.skipped_users and not binary:  # a block of the shards
+            logging.info("%s audio branch: %d users of this block have no disliked track in it; their liked tracks "
+                         "here form no triplets", musicrec.LOG_TAG, block_examples.skipped_users)
         cropper = Cropper(block, config.context_frames)
         seed = config.seed if draw_seed is None else draw_seed
         if binary:

@@ -19,14 +19,14 @@ negatives would replace the paper's disliked-track negatives by random ones.
 Blocks keep the objective; what changes is that a user's negatives come from
 the dislikes that share a block with the liked track, so blocks should hold
 many shards (write features with many small shards at scale). Users with no
-disliked track in a block form no triplets in that block; they are counted.
+disliked track in a block form no triplets in that block; each block's log
+line says how many.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import logging
 import time
 from typing import Callable, Iterable, List, Optional, Union
