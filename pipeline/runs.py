@@ -32,6 +32,7 @@ Execution = metadata_store_pb2.Execution
 Event = metadata_store_pb2.Event
 RUN_CONTEXT = "pipeline_run"
 NODE_CONTEXT = "node"
+PIPELINE_CONTEXT = "pipeline"
 SUCCEEDED = (Execution.COMPLETE, Execution.CACHED)
 ACTIVE = (Execution.NEW, Execution.RUNNING)
 ABANDONED_PROPERTY = "abandoned"  # why an execution was marked CANCELED after an interrupted run
@@ -67,6 +68,14 @@ class PipelineRun:
     @property
     def run_id(self) -> str:
         return self.context.name
+
+    @functools.cached_property
+    def pipeline_name(self) -> Optional[str]:
+        """The pipeline the run belongs to (its executions' pipeline context)."""
+        pipeline_type = self.store.get_context_type(PIPELINE_CONTEXT).id
+        for execution in self.store.get_executions_by_context(self.context.id)[:1]:
+            return next((c.name for c in self.store.get_contexts_by_execution(execution.id) if c.type_id == pipeline_type), None)
+        return None
 
     @functools.cached_property
     def executions(self) -> Dict[str, metadata_store_pb2.Execution]:
@@ -117,18 +126,24 @@ def component_of(store: metadata_store.MetadataStore, execution: metadata_store_
     return nodes[0].split(".", 1)[-1] if nodes else None
 
 
-def runs_newest_first(run_dir) -> Iterator[PipelineRun]:
+def runs_newest_first(run_dir, pipeline_name: Optional[str] = None) -> Iterator[PipelineRun]:
+    """The runs recorded in a run folder, newest first; only those of `pipeline_name` when given
+    (the training and release pipelines share a run folder's store)."""
     store = open_store(run_dir)
     for context in sorted(store.get_contexts_by_type(RUN_CONTEXT), key=lambda c: c.id, reverse=True):
-        yield PipelineRun(store, context)
+        run = PipelineRun(store, context)
+        if pipeline_name is None or run.pipeline_name == pipeline_name:
+            yield run
 
 
-def find_run(run_dir, run_id: Optional[str] = None) -> PipelineRun:
-    """A run by its id (the `run_id` `run_local` returns), or the latest run in the folder."""
+def find_run(run_dir, run_id: Optional[str] = None, pipeline_name: Optional[str] = None) -> PipelineRun:
+    """A run by its id (the `run_id` `run_local` returns), or the latest run in the folder (of
+    `pipeline_name`, when given)."""
     if run_id is None:
-        latest = next(runs_newest_first(run_dir), None)
+        latest = next(runs_newest_first(run_dir, pipeline_name), None)
         if latest is None:
-            raise RunRecordError(f"the metadata store in {run_dir} records no pipeline run yet")
+            of = f" of pipeline {pipeline_name}" if pipeline_name else ""
+            raise RunRecordError(f"the metadata store in {run_dir} records no pipeline run{of} yet")
         return latest
     store = open_store(run_dir)
     context = store.get_context_by_type_and_name(RUN_CONTEXT, run_id)

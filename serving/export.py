@@ -10,7 +10,8 @@ folder per version):
   models.config                       model_config_list for all three (paths as the container sees them)
   batching_parameters.txt             for `tensorflow_model_server --enable_batching`
 
-Every version folder carries `assets.extra/tf_serving_warmup_requests`.
+Every version folder carries `assets.extra/tf_serving_warmup_requests`; the audio_embedder's and
+the recommender's also carry `assets.extra/musicrec_model.json` (context frames, max_k, users).
 
 Version folders appear whole: each model is written into a temporary sibling,
 `.tmp-<version>-<pid>` (TF Serving only loads all-digit folder names), and
@@ -21,6 +22,7 @@ pipeline run) removes and reports.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Dict, List
@@ -36,7 +38,7 @@ from tfx.utils import io_utils
 from musicrec import storage
 from musicrec.serving import graphs, warmup
 from musicrec.trainer.audio_data import UserVectors
-from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE
+from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE, REFINED_USERS_FILE
 
 MODEL_NAMES = (graphs.AUDIO_EMBEDDER, graphs.USER_EMBEDDER, graphs.RECOMMENDER)
 MODELS_CONFIG = "models.config"
@@ -122,6 +124,11 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     warmup.write(staging[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
     warmup.write(staging[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
     warmup.write(staging[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
+    # What batch jobs need beside the graphs (the release job embeds precomputed log-mels, so it
+    # needs the segment length the encoder was trained on, which the graph's input does not fix).
+    info = {"context_frames": int(context_frames), "max_k": recommender.index.max_k, "users": recommender.index.num_users}
+    for name in (graphs.AUDIO_EMBEDDER, graphs.RECOMMENDER):
+        (staging[name] / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     for name in MODEL_NAMES:
         # Atomic on a local file system: TF Serving never sees a half-written version. An object
         # store has no rename: the folder is copied, as TFX's own Pusher copies its versions.

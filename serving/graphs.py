@@ -81,7 +81,11 @@ class TrackEmbedding:
     def segment_counts(self, num_samples: tf.Tensor) -> tf.Tensor:
         """Back-to-back segments in each row's first 30 s; the graph form of
         `musicrec.trainer.audio_input.segment_offsets` (a test checks they agree)."""
-        frames = tf.minimum(1 + num_samples // self.config.hop_length, self.config.max_frames)
+        return self.segment_counts_of_frames(1 + num_samples // self.config.hop_length)
+
+    def segment_counts_of_frames(self, frames: tf.Tensor) -> tf.Tensor:
+        """Back-to-back segments in the first 30 s of log-mels of `frames` frames."""
+        frames = tf.minimum(frames, self.config.max_frames)
         return tf.maximum((frames - 1) // (self.context_frames - 1), 1)
 
     def from_waveform(self, waveform, num_samples, sample_rate) -> tf.Tensor:
@@ -107,9 +111,11 @@ class TrackEmbedding:
             # whatever the padding held (NaN included, hence a select and not a product).
             waveform = tf.where(real, waveform, 0.0)
             num_samples = tf.minimum(num_samples, self.config.max_samples)
-        return self._mean_segment_embedding(log_mel_spectrogram(waveform, self.config), self.segment_counts(num_samples))
+        return self.from_log_mel(log_mel_spectrogram(waveform, self.config), self.segment_counts(num_samples))
 
-    def _mean_segment_embedding(self, log_mel, counts) -> tf.Tensor:
+    def from_log_mel(self, log_mel, counts) -> tf.Tensor:
+        """[batch, frames, mels] log-mels (rows padded past their own frames) and each row's
+        segment count -> [batch, d]: the mean AE of the row's first `count` segments."""
         most = tf.reduce_max(counts)
         frames = tf.range(most)[:, None] * (self.context_frames - 1) + tf.range(self.context_frames)  # [most, ctx]
         segments = tf.gather(log_mel, frames, axis=1)  # [batch, most, ctx, mels]

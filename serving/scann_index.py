@@ -107,12 +107,17 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 
 def recommender_table(models_dir) -> Tuple[np.ndarray, np.ndarray]:
     """(user ids, normalised UEs) baked into the latest pushed cold_start_recommender, read from its checkpoint."""
-    import tensorflow as tf
-
     from musicrec.serving.export import latest_version
     from musicrec.serving.graphs import RECOMMENDER
 
-    reader = tf.train.load_checkpoint(str(latest_version(storage.path(models_dir) / RECOMMENDER) / "variables" / "variables"))
+    return version_table(latest_version(storage.path(models_dir) / RECOMMENDER))
+
+
+def version_table(version_dir) -> Tuple[np.ndarray, np.ndarray]:
+    """(user ids, normalised UEs) of one cold_start_recommender version folder, from its checkpoint."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(storage.path(version_dir) / "variables" / "variables"))
     value = lambda name: reader.get_tensor(f"index/{name}/.ATTRIBUTES/VARIABLE_VALUE")  # noqa: E731
     return value("user_ids").astype(str), value("user_vectors")
 

@@ -57,3 +57,12 @@ def parse_example(serialized: tf.Tensor) -> dict:
 def parse_index(serialized: tf.Tensor) -> dict:
     """The record's track id and shape without decoding its log-mel: for indexing shards."""
     return tf.io.parse_example(serialized, {k: FEATURE_SPEC[k] for k in ("track_id", "num_frames", "n_mels")})
+
+
+def decode_example(serialized: bytes):
+    """(track_id, float16 log-mel [frames, n_mels]) of one record, in numpy: for Beam workers,
+    which read records one by one and need no TensorFlow graph for it."""
+    features = tf.train.Example.FromString(serialized).features.feature
+    frames, mels = features["num_frames"].int64_list.value[0], features["n_mels"].int64_list.value[0]
+    log_mel = np.frombuffer(features["log_mel"].bytes_list.value[0], np.float16).reshape(frames, mels)
+    return features["track_id"].bytes_list.value[0].decode("utf-8"), log_mel

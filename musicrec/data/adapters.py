@@ -27,10 +27,12 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from musicrec.data.loading import Dataset, DatasetError, load_dataset
+from musicrec.data.loading import Dataset, DatasetError, load_dataset, load_release_tracks
 
 PLAIN = "plain"
-BUILT_IN = {PLAIN: load_dataset}
+# A folder of new releases: the tracks table and its audio only (the release job's input).
+RELEASE_TRACKS = "release_tracks"
+BUILT_IN = {PLAIN: load_dataset, RELEASE_TRACKS: load_release_tracks}
 
 Adapter = Callable[..., Dataset]
 

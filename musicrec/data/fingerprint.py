@@ -17,7 +17,7 @@ import hashlib
 import posixpath
 from typing import Iterable, List
 
-from musicrec.data.adapters import PLAIN
+from musicrec.data.adapters import PLAIN, RELEASE_TRACKS
 from musicrec.data.contract import TABLES
 
 TABLES_SCOPE = "tables"
@@ -48,7 +48,7 @@ def _children(folder: str):
 
 def _tables(files: List[str], adapter: str) -> List[str]:
     """The plain layout's tables among top-level files, or every one of them for another adapter's layout."""
-    return [f for f in files if _stem(f) in {t.name for t in TABLES}] if adapter == PLAIN else files
+    return [f for f in files if _stem(f) in {t.name for t in TABLES}] if adapter in (PLAIN, RELEASE_TRACKS) else files
 
 
 def table_files(dataset_dir: str, adapter: str = PLAIN) -> List[str]:

@@ -160,6 +160,24 @@ def load_dataset(root) -> Dataset:
     return dataset
 
 
+def load_release_tracks(root) -> Dataset:
+    """A folder of new releases: the tracks table (CSV or Parquet, the contract's columns) and the
+    audio it points to, with no users or interactions (nobody has heard these tracks yet). The
+    release job's input; its `users` and `interactions` are empty tables."""
+    root = storage.path(root)
+    if not root.is_dir():
+        raise DatasetError(f"release folder {root} does not exist")
+    path = table_path(root, contract.TRACKS.name)
+    tracks = read_table(path, contract.TRACKS)
+    if tracks.frame.empty:
+        raise DatasetError(_no_usable_rows(path.name, tracks))
+    empty = {spec.name: pd.DataFrame({c.name: pd.Series(dtype=object) for c in spec.columns})
+             for spec in (contract.USERS, contract.INTERACTIONS)}
+    return Dataset(root=root, users=empty["users"], tracks=tracks.frame, interactions=empty["interactions"],
+                   malformed=tracks.malformed, table_files={contract.TRACKS.name: path.name},
+                   changed_values=tracks.changed, rows_read={contract.TRACKS.name: tracks.rows_read})
+
+
 def _no_usable_rows(file: str, table: "Table") -> str:
     first: Dict[str, MalformedRow] = {}
     counts = collections.Counter()
