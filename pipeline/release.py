@@ -34,6 +34,7 @@ from typing import Any, Dict, Optional
 from tfx import v1 as tfx
 from tfx.dsl.input_resolution import canned_resolver_functions
 from tfx.orchestration import metadata
+from tfx.orchestration.data_types import RuntimeParameter
 from tfx.types import channel as channel_types
 from tfx.types.standard_artifacts import PushedModel
 from tfx.utils import io_utils
@@ -52,6 +53,7 @@ RELEASE_SUFFIX = "-release"
 RELEASES_DIR = "releases"  # under the run folder: <name>/<version>/
 LISTS_DIR, REPORT_DIR = "lists", "report"
 STAGING_PREFIX = ".tmp-"
+TRACKS_PARAMETER = "tracks_dir"  # the compiled release's run-time parameter
 
 
 @dataclasses.dataclass
@@ -109,7 +111,9 @@ def latest_pushed_model(training: PipelineConfig):
 def create_release_pipeline(training: PipelineConfig, release: ReleaseConfig, pipeline_root: Optional[str] = None,
                             metadata_connection_config=None, resolve_from_mlmd: bool = True) -> tfx.dsl.Pipeline:
     code = code_fingerprint()
-    tracks_dir = storage.absolute(release.tracks_dir)
+    tracks_dir = release.tracks_dir
+    if not isinstance(tracks_dir, RuntimeParameter):  # a compiled pipeline's run-time input
+        tracks_dir = storage.absolute(tracks_dir)
     features = AudioFeatures(
         dataset_dir=tracks_dir, dataset_adapter=release.dataset_adapter, code_fingerprint=code,
         min_seconds=training.context_seconds,
@@ -182,14 +186,18 @@ def publish(run, release_dir: pathlib.Path) -> pathlib.Path:
 
 
 def compile_release(training: PipelineConfig, release: ReleaseConfig, output_file) -> pathlib.Path:
-    """The release pipeline as a Kubeflow V2 / Vertex spec, to schedule as a recurring run: it scores
-    with the newest (or the named) version under the serving base path."""
+    """The release pipeline as a Kubeflow V2 / Vertex spec, to schedule as a recurring run: each run
+    takes the week's folder as its `tracks_dir` parameter and scores with the newest (or the named)
+    version under the serving base path."""
     output_file = pathlib.Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=training.image),
         output_dir=str(output_file.parent), output_filename=output_file.name,
     )
-    runner.run(create_release_pipeline(training, release, pipeline_root=training.remote_pipeline_root,
+    # Each recurring run names its week's folder: --tracks is only the default of this run-time parameter.
+    weekly = dataclasses.replace(release, tracks_dir=RuntimeParameter(name=TRACKS_PARAMETER, ptype=str,
+                                                                      default=release.tracks_dir))
+    runner.run(create_release_pipeline(training, weekly, pipeline_root=training.remote_pipeline_root,
                                        resolve_from_mlmd=False), write_out=True)
     return output_file

@@ -153,10 +153,58 @@ def cmd_run(args):
 
 
 def cmd_compile(args):
-    from musicrec.pipeline.runner import compile_kubeflow
+    if args.pipeline == "release":
+        from musicrec.pipeline.release import compile_release
 
-    path = compile_kubeflow(_pipeline_config(args), args.out)
+        if not args.tracks:
+            raise ValueError("--pipeline release needs --tracks (the folder or bucket prefix of the new releases)")
+        path = compile_release(_pipeline_config(args), _release_config(args), args.out)
+    else:
+        from musicrec.pipeline.runner import compile_kubeflow
+
+        path = compile_kubeflow(_pipeline_config(args), args.out)
     print(f"Kubeflow V2 pipeline spec written to {path} (submit it to Kubeflow Pipelines or Vertex AI Pipelines)")
+
+
+def _release_config(args):
+    from musicrec.pipeline.release import ReleaseConfig
+
+    return ReleaseConfig(tracks_dir=args.tracks, name=args.name or "", top_users=args.top_users, inbox_size=args.inbox,
+                         artist_cap=args.artist_cap, model_version=args.model_version, scann_index=args.scann_index or "",
+                         enable_cache=not args.no_cache)
+
+
+def _add_release_args(parser, tracks_required: bool):
+    parser.add_argument("--tracks", required=tracks_required,
+                        help="the new releases: a folder or bucket prefix with tracks.csv (or .parquet) and their audio")
+    parser.add_argument("--name", help="the release's name, e.g. 2026-W48 (default: the --tracks folder's name)")
+    parser.add_argument("--top-users", type=int, default=1000, help="users picked per new track (default 1000)")
+    parser.add_argument("--inbox", type=int, default=20, help="the most new tracks in one user's inbox (default 20)")
+    parser.add_argument("--artist-cap", type=int, default=2, help="the most tracks of one artist in an inbox (default 2)")
+    parser.add_argument("--model-version", type=int, default=0,
+                        help="score with this pushed version (default 0: the latest blessed, pushed model)")
+    parser.add_argument("--scann-index", help="rank users with this ScaNN index (build-scann-index) instead of exactly")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every step, even unchanged ones")
+
+
+def cmd_release_check(args):
+    from musicrec.pipeline.release_check import ReleaseCheckConfig, format_release_check, run_release_check
+
+    config = ReleaseCheckConfig(holdout=args.holdout, top_users=args.top_users, inbox_size=args.inbox,
+                                artist_cap=args.artist_cap)
+    report = run_release_check(args.dataset, args.out, _pipeline_config(args), config, _feedback_config(args))
+    print(format_release_check(report))
+    print(f"Written to {args.out}/release_check.md and release_check.json")
+
+
+def cmd_release(args):
+    from musicrec.pipeline.release import run_release
+
+    result = run_release(_pipeline_config(args), _release_config(args))
+    summary = result["summary"]
+    print(f"Release {result['published']}: {summary['tracks_ranked']} tracks ranked with model version "
+          f"{summary['model_version']}; {summary['users_reached']} of {summary['users_in_model']} users have new tracks "
+          f"({summary['tracks_per_minute']:.0f} tracks/min). Report: {result['published']}/report/index.html")
 
 
 def cmd_show_eval(args):
@@ -212,6 +260,13 @@ def configure_logging() -> None:
     absl_logging.set_verbosity(absl_logging.INFO)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLogFilter())
+
+
+def _demo_config() -> str:
+    """pipeline/configs/demo.yaml, wherever the musicrec.pipeline package is (installed or editable)."""
+    import musicrec.pipeline
+
+    return str(pathlib.Path(musicrec.pipeline.__file__).resolve().parent / "configs" / "demo.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser("demo", help="the main job: the TFX pipeline on the embedded default dataset (generated if missing)")
-    _add_pipeline_args(p, default_config=str(pathlib.Path(__file__).resolve().parent.parent / "pipeline" / "configs" / "demo.yaml"))
+    _add_pipeline_args(p, default_config=_demo_config())
     p.add_argument("--size", choices=["tiny", "demo", "bench"], default="demo", help="size of the generated dataset")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
@@ -297,8 +352,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("release", help="the weekly release job: embed new tracks with the pushed model, pick each "
+                                       "track's users and every user's inbox; Parquet lists and a report")
+    _add_pipeline_args(p, default_config=_demo_config())
+    _add_release_args(p, tracks_required=True)
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("release-check", help="offline check of the release loop: hold back the newest tracks, train on "
+                                             "the rest, release them, score the inboxes beside baselines")
+    p.add_argument("--config", default=_demo_config(), help="training pipeline configuration (default: the demo's)")
+    p.add_argument("--dataset", required=True, help="a plain-layout service with release dates (e.g. data/demo)")
+    p.add_argument("--out", default="runs/release-check", help="output folder (default runs/release-check)")
+    p.add_argument("--holdout", type=float, default=0.1, help="newest share of tracks held back (default 0.1)")
+    p.add_argument("--top-users", type=int, default=100, help="users picked per new track (default 100)")
+    p.add_argument("--inbox", type=int, default=10, help="inbox size (default 10)")
+    p.add_argument("--artist-cap", type=int, default=2, help="the most tracks of one artist in an inbox (default 2)")
+    p.set_defaults(func=cmd_release_check, run_dir=None)
+    _add_feedback_args(p)
+
     p = sub.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines / Vertex AI (Kubeflow V2 JSON)")
     _add_pipeline_args(p)
+    p.add_argument("--pipeline", choices=["training", "release"], default="training",
+                   help="the training pipeline, or the release job (then give --tracks and the release options)")
+    _add_release_args(p, tracks_required=False)
     p.add_argument("--target", choices=["kubeflow"], default="kubeflow")
     p.add_argument("--out", default="pipeline.json", help="output JSON file (default pipeline.json)")
     p.set_defaults(func=cmd_compile)
