@@ -19,7 +19,7 @@ import tensorflow_model_analysis as tfma
 import yaml
 
 from musicrec.components.anomalies_gate import DataAnomaliesError
-from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_IDS, PLANTED_VALUE_FAULTS
+from conftest import PLANTED_AUDIO_STATUS, PLANTED_ROW_FAULTS, PLANTED_UNKNOWN_IDS, PLANTED_VALUE_FAULTS, tiny_config
 from musicrec.audio.decode import AUDIO_STATUSES
 from musicrec.data import contract
 from musicrec.pipeline.config import PipelineConfig
@@ -42,18 +42,6 @@ COMPONENTS = {
     "AudioFeatures", "ListeningDataGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomaliesGate",
     "Transform", "UserTrainer", "AudioTrainer", "BaselineTrainer", "Evaluator", "ServingPusher", "PractitionerBaselines",
 }
-
-
-def tiny_config(dataset, run_dir, **overrides) -> PipelineConfig:
-    """The demo's audio variant with short training; thresholds every model passes unless a test says
-    otherwise. The musicnn baseline (about 2.5 min of feature extraction on the tiny data) is left out;
-    test_practitioner_baselines covers it."""
-    settings = dict(
-        variant=PipelineConfig.from_yaml(DEMO_CONFIG).variant,
-        dataset_dir=str(dataset), run_dir=str(run_dir), user_epochs=3, audio_epochs=2, audio_steps_per_epoch=5,
-        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[], practitioner_baselines=["popularity", "metadata"],
-    )
-    return PipelineConfig(**{**settings, **overrides})
 
 
 @pytest.fixture(scope="module")
