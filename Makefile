@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/frontend.py --out reports/benchmarks/frontend.json
 	$(PY) benchmarks/audio_training.py --out reports/benchmarks/audio_training.json
 	$(PY) benchmarks/serving.py --out reports/benchmarks/serving.json
+	$(PY) benchmarks/release.py --out reports/benchmarks/release.json
 	$(PY) benchmarks/scale.py --out reports/benchmarks/scale.json
 
 # Recompile the lock from requirements/base.in (needs network access to PyPI).

@@ -112,13 +112,12 @@ def audio_embedder(models_dir):
 
         return tf.saved_model.load(str(latest_version(pathlib.Path(models_dir) / graphs.AUDIO_EMBEDDER)))
     from musicrec.serving.export import AudioEmbedder, save_model
-    from musicrec.trainer.audio_branch import AudioBranchConfig, build_audio_encoder
-    from musicrec.trainer.audio_export import export_audio_encoder
+    from musicrec.trainer.audio_branch import AudioBranchConfig
+    from musicrec.trainer.audio_export import export_untrained_encoder
 
     config = AudioBranchConfig()
     out = pathlib.Path(tempfile.mkdtemp(prefix="serving_bench_"))
-    shim = types.SimpleNamespace(model=types.SimpleNamespace(encoder=build_audio_encoder(config)))
-    encoder = tf.saved_model.load(str(export_audio_encoder(shim, out)))
+    encoder = tf.saved_model.load(str(export_untrained_encoder(out, config)))
     save_model(AudioEmbedder(encoder, config.context_frames), out / graphs.AUDIO_EMBEDDER)
     return tf.saved_model.load(str(out / graphs.AUDIO_EMBEDDER))
 

@@ -40,7 +40,7 @@ def run_local(config: PipelineConfig) -> Dict[str, Any]:
     logging.info("%s pipeline %s: %d components, root %s", musicrec.LOG_TAG, config.pipeline_name,
                  len(pipeline.components), config.pipeline_root)
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    run = find_run(config.run_dir)  # one run at a time per run folder: the latest is this one
+    run = find_run(config.run_dir, pipeline_name=config.pipeline_name)  # one run at a time per run folder: the latest is this one
     states = run.states()
     cached = sorted(node for node, state in states.items() if state == "CACHED")
     logging.info("%s pipeline finished in %.0f s: %d components ran, %d reused from the cache%s", musicrec.LOG_TAG,
@@ -118,4 +118,4 @@ def compile_kubeflow(config: PipelineConfig, output_file) -> pathlib.Path:
 
 def last_run_states(config: PipelineConfig) -> Dict[str, str]:
     """Component id -> state (COMPLETE, CACHED, FAILED, ...) in the latest local run, from MLMD."""
-    return find_run(config.run_dir).states()
+    return find_run(config.run_dir, pipeline_name=config.pipeline_name).states()

@@ -124,11 +124,8 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     warmup.write(staging[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
     warmup.write(staging[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
     warmup.write(staging[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
-    # What batch jobs need beside the graphs (the release job embeds precomputed log-mels, so it
-    # needs the segment length the encoder was trained on, which the graph's input does not fix).
-    info = {"context_frames": int(context_frames), "max_k": recommender.index.max_k, "users": recommender.index.num_users}
     for name in (graphs.AUDIO_EMBEDDER, graphs.RECOMMENDER):
-        (staging[name] / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        write_model_info(staging[name], recommender)
     for name in MODEL_NAMES:
         # Atomic on a local file system: TF Serving never sees a half-written version. An object
         # store has no rename: the folder is copied, as TFX's own Pusher copies its versions.
@@ -136,6 +133,15 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
     write_models_config(base / MODELS_CONFIG, container_base_path)
     (base / BATCHING_PARAMETERS).write_text(BATCHING_TEXT)
     return dirs
+
+
+def write_model_info(version_dir: epath.Path, recommender: ColdStartRecommender) -> None:
+    """What batch jobs need beside the graphs: the release job embeds precomputed log-mels, so it
+    needs the segment length the encoder was trained on, which the graph's input does not fix."""
+    info = {"context_frames": int(recommender.track.context_frames), "max_k": recommender.index.max_k,
+            "users": recommender.index.num_users}
+    (storage.path(version_dir) / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (storage.path(version_dir) / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def scored_users(users: UserVectors, audio_model, audio_model_dir: epath.Path) -> UserVectors:

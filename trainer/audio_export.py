@@ -108,3 +108,14 @@ def export_audio_encoder(trained: TrainedAudioBranch, out_dir) -> epath.Path:
     return export_audio_model(trained, storage.path(out_dir) / AUDIO_ENCODER_DIR)
 
 
+def export_untrained_encoder(out_dir, config=None) -> epath.Path:
+    """An encoder with its initial weights, exported as a trained one is (`<out_dir>/audio_encoder/`):
+    for benchmarks, whose timings do not depend on the weights."""
+    import types
+
+    from musicrec.trainer.audio_branch import AudioBranchConfig, build_audio_encoder
+
+    encoder = build_audio_encoder(config or AudioBranchConfig())
+    return export_audio_encoder(types.SimpleNamespace(model=types.SimpleNamespace(encoder=encoder, adapter=None)), out_dir)
+
+
