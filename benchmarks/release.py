@@ -6,7 +6,8 @@ against the bench-size user base (20,000 users, `generate-demo --size bench`; cl
 with the serving code (time does not depend on the weights), pushed as version 1. Side by side:
 
   release job            `run_release`: the release pipeline (AudioFeatures decode + log-mel, Beam
-                         batch inference, inboxes, report) and the publish step, end to end
+                         batch inference, inboxes, report) and the publish step, end to end; and its
+                         ReleaseInference step alone (log-mels in, lists out)
   recommend-users loop   the serving client in one process (`recommend_users`, the models loaded
                          once), one file after another: what a script around the single-track
                          path does, without the inboxes
@@ -70,6 +71,7 @@ def push_untrained_model(serving: pathlib.Path, users: int) -> pathlib.Path:
     from musicrec.trainer.audio_export import export_untrained_encoder
 
     config = AudioBranchConfig()
+    tf.random.set_seed(0)  # the same untrained weights every run
     encoder = tf.saved_model.load(str(export_untrained_encoder(serving.parent / "encoder", config)))
     user_ids = np.array([f"u{i:07d}" for i in range(users)])
     recommender = ColdStartRecommender(encoder, config.context_frames,
@@ -163,6 +165,8 @@ def main() -> None:
         rows = {"release job": bench_release(work, release_dir, serving, args.users),
                 "recommend-users loop": bench_loop(release_dir, serving, args.tracks),
                 "recommend-users CLI": bench_cli(release_dir, serving, args.cli_sample)}
+    job = rows["release job"]
+    rows["  its inference step"] = {"tracks": job["tracks"], "seconds": job.pop("inference_seconds")}
     rows = {name: rates(row, args.users) for name, row in rows.items()}
     text = report(rows, args.users)
     print(text)
