@@ -1,8 +1,8 @@
 """Benchmark: the weekly release job against the same work done one file at a time.
 
 500 new tracks (30 s, 22050 Hz WAV, synthetic tones: throughput does not depend on the music)
-against the bench-size user base (20,000 users, `generate-demo --size bench`; clustered synthetic
-40-d UEs), top 1000 users per track, inboxes of 20. The model is an untrained encoder exported
+against a user base of the bench size (20,000 users, as `generate-demo --size bench` has; clustered
+synthetic 40-d UEs), top 1000 users per track, inboxes of 20. The model is an untrained encoder exported
 with the serving code (time does not depend on the weights), pushed as version 1. Side by side:
 
   release job            `run_release`: the release pipeline (AudioFeatures decode + log-mel, Beam

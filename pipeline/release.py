@@ -42,12 +42,13 @@ from tfx.utils import io_utils
 import musicrec
 from musicrec import storage
 from musicrec.components.audio_features.component import AudioFeatures
-from musicrec.components.release.component import ReleaseInference, ReleaseReportGen
+from musicrec.components.release.component import NO_PUSHED_MODEL, ReleaseInference, ReleaseReportGen
 from musicrec.components.release.transforms import ListsConfig
 from musicrec.data.adapters import RELEASE_TRACKS
 from musicrec.pipeline.config import PipelineConfig, code_fingerprint
 from musicrec.pipeline.runner import PUSHER
-from musicrec.pipeline.runs import RunRecordError, abandon_interrupted, find_run, open_store
+from musicrec.pipeline.runs import (PIPELINE_CONTEXT, RunRecordError, abandon_interrupted, find_run, one_run_at_a_time,
+                                    open_store)
 
 RELEASE_SUFFIX = "-release"
 RELEASES_DIR = "releases"  # under the run folder: <name>/<version>/
@@ -64,14 +65,15 @@ class ReleaseConfig:
     top_users: int = 1000
     inbox_size: int = 20
     artist_cap: int = 2
-    # 0: the latest blessed, pushed model of the training pipeline (from MLMD; compiled: the newest
-    # version under the serving base path); N: pushed version N under the serving base path.
+    # 0: the latest blessed, pushed model of the training pipeline; N: the model it pushed as version N.
+    # Both from MLMD; a version MLMD does not record as pushed (pushed again after a cached run, or
+    # exported by hand), and every compiled run, is taken from the serving base path.
     model_version: int = 0
     scann_index: str = ""  # a ScaNN index over the same version's users (build-scann-index); empty: exact
     enable_cache: bool = True
 
     def __post_init__(self):
-        self.lists  # noqa: B018 (validates the list sizes)
+        ListsConfig(self.top_users, self.inbox_size, self.artist_cap)  # checks the list sizes
         if self.model_version < 0:
             raise ValueError(f"model_version must be 0 (the latest) or a pushed version; got {self.model_version}")
 
@@ -81,7 +83,10 @@ class ReleaseConfig:
 
     @property
     def release_name(self) -> str:
-        return self.name or posixpath.basename(str(self.tracks_dir).rstrip("/"))
+        name = self.name or posixpath.basename(str(self.tracks_dir).rstrip("/"))
+        if not name or name in (".", "..") or "/" in name or name.startswith(STAGING_PREFIX):
+            raise ValueError(f"a release name must be one plain folder name, e.g. 2026-W48; got {name!r}")
+        return name
 
 
 def release_pipeline_name(training: PipelineConfig) -> str:
@@ -101,11 +106,14 @@ class _OtherPipelineOutput(channel_types.PipelineOutputChannel):
         return set()  # its producer is not a node of this pipeline
 
 
-def latest_pushed_model(training: PipelineConfig):
-    """The training pipeline's latest PushedModel that was pushed (its model was blessed)."""
-    pushed = _OtherPipelineOutput(training.pipeline_name, PUSHER, "pushed_model", PushedModel)
-    return canned_resolver_functions.latest_created(
-        canned_resolver_functions.filter_custom_property_equal(pushed, key="pushed", value=1))
+def latest_pushed_model(training: PipelineConfig, version: int = 0):
+    """The training pipeline's latest PushedModel that was pushed (its model was blessed); with a
+    version, the one pushed as that version."""
+    pushed = canned_resolver_functions.filter_custom_property_equal(
+        _OtherPipelineOutput(training.pipeline_name, PUSHER, "pushed_model", PushedModel), key="pushed", value=1)
+    if version:
+        pushed = canned_resolver_functions.filter_custom_property_equal(pushed, key="pushed_version", value=version)
+    return canned_resolver_functions.latest_created(pushed)
 
 
 def create_release_pipeline(training: PipelineConfig, release: ReleaseConfig, pipeline_root: Optional[str] = None,
@@ -119,8 +127,8 @@ def create_release_pipeline(training: PipelineConfig, release: ReleaseConfig, pi
         min_seconds=training.context_seconds,
     ).with_beam_pipeline_args(training.audio_beam_args).with_id("ReleaseAudioFeatures")
     model = {"model_version": release.model_version, "serving_base_path": training.serving_path}
-    if resolve_from_mlmd and not release.model_version:
-        model = {"pushed_model": latest_pushed_model(training)}
+    if resolve_from_mlmd:
+        model["pushed_model"] = latest_pushed_model(training, release.model_version)
     inference = ReleaseInference(
         features=features.outputs["features"], tracks_dir=tracks_dir, dataset_adapter=release.dataset_adapter,
         lists_config=json.dumps(dataclasses.asdict(release.lists), sort_keys=True), scann_index=release.scann_index,
@@ -144,31 +152,37 @@ def create_release_pipeline(training: PipelineConfig, release: ReleaseConfig, pi
 def run_release(training: PipelineConfig, release: ReleaseConfig) -> Dict[str, Any]:
     """Runs the release pipeline with the training run folder's MLMD store, then publishes its
     lists and report as a new version of the release; returns where they are and the summary."""
-    if not release.model_version:
-        check_pushed_model(training)
-    for execution in abandon_interrupted(training.run_dir, training.pipeline_root):
-        logging.warning("%s %s", musicrec.LOG_TAG, execution.describe())
+    name = release.release_name  # a bad name fails now, not after the run
+    check_pushed_model(training, release.model_version)
+    with one_run_at_a_time(training.run_dir):
+        for execution in abandon_interrupted(training.run_dir, training.pipeline_root):
+            logging.warning("%s %s", musicrec.LOG_TAG, execution.describe())
+        return _run_and_publish(training, release, name)
+
+
+def _run_and_publish(training: PipelineConfig, release: ReleaseConfig, name: str) -> Dict[str, Any]:
     pipeline = create_release_pipeline(
         training, release, metadata_connection_config=metadata.sqlite_metadata_connection_config(str(training.metadata_path)))
     started = time.monotonic()
-    logging.info("%s release %s: new tracks in %s", musicrec.LOG_TAG, release.release_name, release.tracks_dir)
+    logging.info("%s release %s: new tracks in %s", musicrec.LOG_TAG, name, release.tracks_dir)
     tfx.orchestration.LocalDagRunner().run(pipeline)
     run = find_run(training.run_dir, pipeline_name=release_pipeline_name(training))
-    published = publish(run, pathlib.Path(training.run_dir) / RELEASES_DIR / release.release_name)
+    published = publish(run, pathlib.Path(training.run_dir) / RELEASES_DIR / name)
     summary = json.loads((published / LISTS_DIR / "release.json").read_text())
-    logging.info("%s release %s published as %s in %.0f s", musicrec.LOG_TAG, release.release_name, published,
+    logging.info("%s release %s published as %s in %.0f s", musicrec.LOG_TAG, name, published,
                  time.monotonic() - started)
     return {"run_id": run.run_id, "published": str(published), "states": run.states(), "summary": summary}
 
 
-def check_pushed_model(training: PipelineConfig) -> None:
-    """A clear error before the run when the training run folder has no blessed, pushed model."""
+def check_pushed_model(training: PipelineConfig, version: int = 0) -> None:
+    """A clear error before the run when the training pipeline has pushed no model in this run
+    folder (a named version may also come from the serving base path: the component checks it)."""
     store = open_store(training.run_dir)
-    pushed = [a for a in store.get_artifacts_by_type(PushedModel.TYPE_NAME)
-              if a.custom_properties["pushed"].int_value == 1]
-    if not pushed:
-        raise RunRecordError(f"no blessed, pushed model in {training.run_dir}: run the training pipeline until a "
-                             "model is blessed and pushed, or name a pushed version (--model-version)")
+    context = store.get_context_by_type_and_name(PIPELINE_CONTEXT, training.pipeline_name)
+    artifacts = store.get_artifacts_by_context(context.id) if context else []
+    pushed = [a for a in artifacts if a.type == PushedModel.TYPE_NAME and a.custom_properties["pushed"].int_value == 1]
+    if not pushed and not version:
+        raise RunRecordError(f"{NO_PUSHED_MODEL} (pipeline {training.pipeline_name} in {training.run_dir})")
 
 
 def publish(run, release_dir: pathlib.Path) -> pathlib.Path:
@@ -196,8 +210,10 @@ def compile_release(training: PipelineConfig, release: ReleaseConfig, output_fil
         output_dir=str(output_file.parent), output_filename=output_file.name,
     )
     # Each recurring run names its week's folder: --tracks is only the default of this run-time parameter.
-    weekly = dataclasses.replace(release, tracks_dir=RuntimeParameter(name=TRACKS_PARAMETER, ptype=str,
-                                                                      default=release.tracks_dir))
+    # No cache: the model is found by version under the serving base path, so a new push would not
+    # change the cache key, and a rerun would return the old model's lists.
+    weekly = dataclasses.replace(release, enable_cache=False, tracks_dir=RuntimeParameter(
+        name=TRACKS_PARAMETER, ptype=str, default=release.tracks_dir))
     runner.run(create_release_pipeline(training, weekly, pipeline_root=training.remote_pipeline_root,
                                        resolve_from_mlmd=False), write_out=True)
     return output_file

@@ -14,6 +14,8 @@
        inbox recall     liked new tracks in the inbox / liked new tracks, averaged over those users
        track AUC        per new track, liked vs disliked users ranked by score, averaged over tracks
                         with both (for the model: cos(AE, UE) over the served user table)
+     on the outcome pairs of ranked tracks and of users in the model's table; the others (pairs on
+     quarantined tracks, users the model does not know) are counted and left out of every metric.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ import musicrec
 from musicrec.components.release import transforms
 from musicrec.data.contract import FeedbackConfig
 from musicrec.data.feedback import feedback_labels
-from musicrec.data.loading import load_dataset
-from musicrec.names import GENRE
+from musicrec.data.loading import load_dataset, load_release_tracks
+from musicrec.names import GENRE, UNKNOWN
 from musicrec.pipeline.config import PipelineConfig
 from musicrec.pipeline.release import LISTS_DIR, ReleaseConfig, run_release
 from musicrec.pipeline.runner import run_local
@@ -49,18 +51,12 @@ METHODS = ("musicrec", "popularity_by_genre", "random")
 @dataclasses.dataclass(frozen=True)
 class ReleaseCheckConfig:
     holdout: float = 0.1  # the newest share of tracks, by release date, held back as the releases
-    top_users: int = 100
-    inbox_size: int = 10
-    artist_cap: int = 2
-    seed: int = 0
+    lists: transforms.ListsConfig = transforms.ListsConfig(top_users=100, inbox_size=10, artist_cap=2)
+    seed: int = 0  # the random baseline's draw and the baselines' tie-breaks
 
     def __post_init__(self):
         if not 0 < self.holdout < 1:
             raise ValueError(f"holdout must be a share between 0 and 1; got {self.holdout}")
-
-    @property
-    def lists(self) -> transforms.ListsConfig:
-        return transforms.ListsConfig(self.top_users, self.inbox_size, self.artist_cap)
 
 
 def newest_tracks(tracks: pd.DataFrame, share: float) -> List[str]:
@@ -98,7 +94,7 @@ def split_service(dataset_dir, out_dir, share: float) -> Tuple[pathlib.Path, pat
 
 def _split_lines(path: pathlib.Path, key: str, held: set, keep: pathlib.Path, held_to: Optional[pathlib.Path] = None):
     lines = path.read_bytes().split(b"\n")
-    header = lines[0].decode().split(",")
+    header = [name.strip() for name in next(csv.reader([lines[0].decode("utf-8-sig")]))]
     column = header.index(key)
     kept, moved = [lines[0]], [lines[0]]
     for line in lines[1:]:
@@ -127,26 +123,20 @@ def run_release_check(dataset_dir, out_dir, training: PipelineConfig, config: Re
     out = pathlib.Path(out_dir)
     train_dir, release_dir, outcomes = split_service(dataset_dir, out, config.holdout)
     logging.info("%s release check: %d tracks held back as the releases, %d of their interactions as outcomes",
-                 musicrec.LOG_TAG, len(load_dataset_tracks(release_dir)), len(outcomes))
+                 musicrec.LOG_TAG, len(load_release_tracks(release_dir).tracks), len(outcomes))
     training = dataclasses.replace(training, dataset_dir=str(train_dir), run_dir=str(out / RUN_DIR))
     trained = run_local(training)
     if not trained["served"]["pushed"]:
         raise ValueError("the trained model was not blessed, so there is no pushed model to release with; "
                          "see the evaluation in " + str(training.run_dir))
-    released = run_release(training, ReleaseConfig(tracks_dir=str(release_dir), name="check", top_users=config.top_users,
-                                                   inbox_size=config.inbox_size, artist_cap=config.artist_cap))
+    released = run_release(training, ReleaseConfig(tracks_dir=str(release_dir), name="check",
+                                                   **dataclasses.asdict(config.lists)))
     report = score_release(pathlib.Path(released["published"]) / LISTS_DIR, train_dir, release_dir, outcomes,
                            config, feedback)
     report["run"] = {"published": released["published"], "model_version": released["summary"]["model_version"]}
     (out / "release_check.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "release_check.md").write_text(format_release_check(report) + "\n")
     return report
-
-
-def load_dataset_tracks(release_dir) -> pd.DataFrame:
-    from musicrec.data.loading import load_release_tracks
-
-    return load_release_tracks(release_dir).tracks
 
 
 def score_release(lists_dir: pathlib.Path, train_dir, release_dir, outcomes: pd.DataFrame, config: ReleaseCheckConfig,
@@ -159,41 +149,54 @@ def score_release(lists_dir: pathlib.Path, train_dir, release_dir, outcomes: pd.
     user_ids, user_vectors = version_table(summary["model_dir"])
     embeddings = transforms.read_output(lists_dir, transforms.TRACK_EMBEDDINGS)
     track_ids = embeddings["track_id"].tolist()
-    tracks = load_dataset_tracks(release_dir).set_index("track_id").loc[track_ids]
+    tracks = load_release_tracks(release_dir).tracks.set_index("track_id").loc[track_ids]
     model_scores = normalised(np.stack(embeddings["audio_embedding"].to_numpy())) @ user_vectors.T
     scores = {"musicrec": model_scores,
               "popularity_by_genre": genre_affinity(load_dataset(train_dir), tracks, user_ids, feedback),
               "random": np.random.default_rng(config.seed).random(model_scores.shape)}
-    labels = feedback_labels(outcomes, feedback).labels
+    labels, left_out = scorable_outcomes(feedback_labels(outcomes, feedback).labels, track_ids, user_ids)
+    rng = np.random.default_rng(config.seed)
     inboxes = {"musicrec": transforms.read_output(lists_dir, transforms.USER_INBOX)}
     for name in METHODS[1:]:
         inboxes[name] = baseline_inbox(scores[name], track_ids, user_ids, dict(zip(track_ids, tracks["artist_id"])),
-                                       config.lists)
-    rows = {name: {**inbox_metrics(inboxes[name], labels, user_ids),
+                                       config.lists, rng)
+    rows = {name: {**inbox_metrics(inboxes[name], labels),
                    "track_auc": mean_track_auc(scores[name], track_ids, user_ids, labels)} for name in METHODS}
     return {"config": dataclasses.asdict(config), "tracks": len(track_ids), "users": len(user_ids),
-            "outcome_pairs": len(labels), "methods": rows}
+            "outcome_pairs": len(labels), "outcome_pairs_left_out": left_out, "methods": rows}
+
+
+def scorable_outcomes(labels: pd.DataFrame, track_ids: List[str], user_ids: np.ndarray) -> Tuple[pd.DataFrame, dict]:
+    """The outcome pairs every method can be scored on (a ranked track, a user in the model's
+    table), and how many were left out for each reason."""
+    ranked = labels["track_id"].isin(track_ids)
+    known = labels["user_id"].isin(user_ids)
+    left_out = {"on_tracks_not_ranked (quarantined audio)": int((~ranked).sum()),
+                "of_users_not_in_the_model": int((ranked & ~known).sum())}
+    return labels[ranked & known].reset_index(drop=True), left_out
 
 
 def genre_affinity(train, tracks: pd.DataFrame, user_ids: np.ndarray, feedback: FeedbackConfig) -> np.ndarray:
     """[tracks, users]: each user's share of training likes in each new track's genre (0 without a genre)."""
     liked = feedback_labels(train.interactions, feedback).labels.query("label == 1")
     genre_of = train.tracks.set_index("track_id")[GENRE] if GENRE in train.tracks.columns else pd.Series(dtype=object)
-    shares = pd.crosstab(liked["user_id"], liked["track_id"].map(genre_of), normalize="index")
+    # Likes of tracks without a genre count in the denominator, as their own "unknown" genre.
+    shares = pd.crosstab(liked["user_id"], liked["track_id"].map(genre_of).fillna(UNKNOWN), normalize="index")
     shares = shares.reindex(index=user_ids, fill_value=0.0)
     track_genres = tracks[GENRE] if GENRE in tracks.columns else pd.Series(np.nan, index=tracks.index)
     return np.stack([shares[g].to_numpy() if g in shares.columns else np.zeros(len(user_ids)) for g in track_genres])
 
 
 def baseline_inbox(scores: np.ndarray, track_ids: List[str], user_ids: np.ndarray, artists: Dict[str, str],
-                   lists: transforms.ListsConfig) -> pd.DataFrame:
-    """A baseline's inboxes: its top users per track, through the release job's own list builder."""
+                   lists: transforms.ListsConfig, rng: np.random.Generator) -> pd.DataFrame:
+    """A baseline's inboxes: its top users per track (ties in random order, not the table's),
+    through the release job's own list builder."""
     import tempfile
 
     import apache_beam as beam
 
     k = min(lists.top_users, len(user_ids))
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.lexsort((rng.random(scores.shape), -scores), axis=1)[:, :k]
     ranked = [{"track_id": t, "user_ids": user_ids[rows].tolist(), "scores": scores[i, rows].tolist()}
               for i, (t, rows) in enumerate(zip(track_ids, top))]
     with tempfile.TemporaryDirectory() as folder:
@@ -202,8 +205,9 @@ def baseline_inbox(scores: np.ndarray, track_ids: List[str], user_ids: np.ndarra
         return transforms.read_output(folder, transforms.USER_INBOX)
 
 
-def inbox_metrics(inbox: pd.DataFrame, labels: pd.DataFrame, user_ids: np.ndarray) -> dict:
-    liked = labels[(labels["label"] == 1) & labels["user_id"].isin(user_ids)]
+def inbox_metrics(inbox: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Hit rate and recall of the inboxes over the users with a liked pair in `labels` (scorable ones)."""
+    liked = labels[labels["label"] == 1]
     hits = liked.merge(inbox[["user_id", "track_id"]], on=["user_id", "track_id"], how="left", indicator=True)
     per_user = hits.assign(hit=hits["_merge"] == "both").groupby("user_id")["hit"].agg(["any", "mean"])
     return {"users_with_liked_new_tracks": len(per_user), "inbox_hit_rate": float(per_user["any"].mean()),
@@ -213,19 +217,20 @@ def inbox_metrics(inbox: pd.DataFrame, labels: pd.DataFrame, user_ids: np.ndarra
 def mean_track_auc(scores: np.ndarray, track_ids: List[str], user_ids: np.ndarray, labels: pd.DataFrame) -> float:
     column = {u: i for i, u in enumerate(user_ids)}
     row = {t: i for i, t in enumerate(track_ids)}
-    known = labels[labels["user_id"].isin(column) & labels["track_id"].isin(row)]
     aucs = []
-    for track, pairs in known.groupby("track_id"):
+    for track, pairs in labels.groupby("track_id"):
         if pairs["label"].nunique() == 2:
             aucs.append(roc_auc_score(pairs["label"], scores[row[track], pairs["user_id"].map(column).to_numpy()]))
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def format_release_check(report: dict) -> str:
-    c = report["config"]
+    c, lists = report["config"], report["config"]["lists"]
+    left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in report["outcome_pairs_left_out"].items())
     lines = [f"Release check: {report['tracks']} new tracks (newest {c['holdout']:.0%} by release date), "
-             f"{report['users']} users, {report['outcome_pairs']} held-back feedback pairs; top {c['top_users']} users "
-             f"per track, inboxes of {c['inbox_size']}, at most {c['artist_cap']} per artist.", "",
+             f"{report['users']} users, {report['outcome_pairs']} held-back feedback pairs scored (left out: {left_out}); "
+             f"top {lists['top_users']} users per track, inboxes of {lists['inbox_size']}, at most "
+             f"{lists['artist_cap']} per artist.", "",
              "| method | inbox hit rate | inbox recall | track AUC | users with an inbox |", "|---|---|---|---|---|"]
     for name, m in report["methods"].items():
         lines.append(f"| {name} | {m['inbox_hit_rate']:.3f} | {m['inbox_recall']:.3f} | {m['track_auc']:.3f} | "

@@ -15,7 +15,7 @@ import musicrec
 from musicrec.components.serving_pusher.component import push_serving_models
 from musicrec.pipeline.config import PipelineConfig
 from musicrec.pipeline.pipeline import create_pipeline
-from musicrec.pipeline.runs import Event, PipelineRun, abandon_interrupted, find_run
+from musicrec.pipeline.runs import Event, PipelineRun, abandon_interrupted, find_run, one_run_at_a_time
 
 PUSHER = "ServingPusher"
 SERVED_VERSION = "served_version"  # pusher execution properties: what the run serves
@@ -27,8 +27,14 @@ def run_local(config: PipelineConfig) -> Dict[str, Any]:
     what it serves and what an earlier, interrupted run had left behind.
 
     Before the run, executions an interrupted run left RUNNING are marked CANCELED and their
-    partial folders removed; after it, the run's pushed model is made the served one.
+    partial folders removed; after it, the run's pushed model is made the served one. The run
+    folder takes one run at a time (training or release).
     """
+    with one_run_at_a_time(config.run_dir):
+        return _run_local(config)
+
+
+def _run_local(config: PipelineConfig) -> Dict[str, Any]:
     pathlib.Path(config.run_dir).mkdir(parents=True, exist_ok=True)
     interrupted = abandon_interrupted(config.run_dir, config.pipeline_root)
     for execution in interrupted:

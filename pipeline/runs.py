@@ -16,9 +16,13 @@ component that raised) and removes their partial folders.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
+import os
 import pathlib
+import time
 from typing import Dict, Iterator, List, Optional
 
 from etils import epath
@@ -28,6 +32,7 @@ from ml_metadata.proto import metadata_store_pb2
 from musicrec import storage
 
 METADATA_FILE = "metadata.sqlite"  # a run folder's MLMD store
+LOCK_FILE = "run.lock"  # held by the run in progress (`one_run_at_a_time`)
 Execution = metadata_store_pb2.Execution
 Event = metadata_store_pb2.Event
 RUN_CONTEXT = "pipeline_run"
@@ -162,6 +167,30 @@ class AbandonedExecution:
     def describe(self) -> str:
         removed = f"; removed {len(self.removed)} partial folder(s): {', '.join(self.removed)}" if self.removed else ""
         return f"{self.component} (execution {self.execution_id}) of interrupted run {self.run_id}: marked CANCELED{removed}"
+
+
+@contextlib.contextmanager
+def one_run_at_a_time(run_dir) -> Iterator[None]:
+    """Holds the run folder's lock for a run. The training and release pipelines share a run folder's
+    store, and each marks what an earlier run left RUNNING as interrupted (`abandon_interrupted`), so
+    two runs at once would cancel each other's executions: the second one stops here instead."""
+    path = pathlib.Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise RunRecordError(f"another musicrec run is using {run_dir} ({lock.read().strip() or 'unknown process'}); "
+                                 "a run folder takes one run at a time: wait for it, or give another run folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def abandon_interrupted(run_dir, pipeline_root) -> List[AbandonedExecution]:

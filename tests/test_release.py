@@ -17,10 +17,12 @@ from musicrec.data.loading import DatasetError, load_dataset, load_release_track
 from musicrec.pipeline.release import (LISTS_DIR, REPORT_DIR, STAGING_PREFIX, ReleaseConfig, compile_release,
                                        release_pipeline_name, run_release)
 from musicrec.pipeline.release_check import (METHODS, RELEASE_DIR, ReleaseCheckConfig, format_release_check,
-                                             inbox_metrics, mean_track_auc, newest_tracks, run_release_check)
-from musicrec.pipeline.runs import RunRecordError, find_run
+                                             inbox_metrics, mean_track_auc, newest_tracks, run_release_check,
+                                             scorable_outcomes)
+from musicrec.pipeline.runs import RunRecordError, find_run, one_run_at_a_time
 
-CHECK = ReleaseCheckConfig(holdout=0.2, top_users=12, inbox_size=4, artist_cap=1)
+CHECK = ReleaseCheckConfig(holdout=0.2, lists=ListsConfig(top_users=12, inbox_size=4, artist_cap=1))
+LISTS = CHECK.lists
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_lists_follow_the_settings_and_skip_the_quarantined_track(checked, broke
     summary = json.loads((published / LISTS_DIR / "release.json").read_text())
     track_users = lists(published, transforms.TRACK_USERS)
     per_track = track_users.groupby("track_id")
-    assert (per_track.size() == min(CHECK.top_users, summary["users_in_model"])).all()
+    assert (per_track.size() == min(LISTS.top_users, summary["users_in_model"])).all()
     for _, rows in per_track:
         assert rows["rank"].tolist() == list(range(1, len(rows) + 1))
         assert (np.diff(rows["score"].to_numpy()) <= 1e-7).all()  # best first
@@ -84,8 +86,8 @@ def test_lists_follow_the_settings_and_skip_the_quarantined_track(checked, broke
 
     inbox = lists(published, transforms.USER_INBOX)
     artists = dict(zip(release_tracks["track_id"], release_tracks["artist_id"]))
-    assert (inbox.groupby("user_id").size() <= CHECK.inbox_size).all()
-    assert (inbox.groupby(["user_id", "artist_id"]).size() <= CHECK.artist_cap).all()
+    assert (inbox.groupby("user_id").size() <= LISTS.inbox_size).all()
+    assert (inbox.groupby(["user_id", "artist_id"]).size() <= LISTS.artist_cap).all()
     assert (inbox["artist_id"] == inbox["track_id"].map(artists)).all()
     # Every inbox entry is a (track, user) pick with the track's score for that user.
     picked = inbox.merge(track_users, on=["track_id", "user_id"], suffixes=("", "_pick"))
@@ -94,7 +96,7 @@ def test_lists_follow_the_settings_and_skip_the_quarantined_track(checked, broke
     for user, rows in inbox.groupby("user_id"):
         candidates = track_users[track_users["user_id"] == user]
         expected = pick_inbox(zip(candidates["score"], candidates["track_id"], candidates["track_id"].map(artists)),
-                              ListsConfig(CHECK.top_users, CHECK.inbox_size, CHECK.artist_cap))
+                              LISTS)
         assert rows["track_id"].tolist() == [track for track, _, _ in expected], user
 
 
@@ -106,7 +108,7 @@ def test_the_release_ranks_users_as_the_served_recommender_does(checked):
     tracks = load_release_tracks(checked["out"] / RELEASE_DIR).tracks.set_index("track_id")
     client = connect(None, training.serving_path)
     for track_id in sorted(track_users["track_id"].unique())[:3]:
-        served = recommend_users(client, checked["out"] / RELEASE_DIR / tracks.loc[track_id, "audio_path"], CHECK.top_users)
+        served = recommend_users(client, checked["out"] / RELEASE_DIR / tracks.loc[track_id, "audio_path"], LISTS.top_users)
         batch = track_users[track_users["track_id"] == track_id]
         # The served graph computes the log-mel itself; the release reads AudioFeatures' float16 copy.
         assert np.allclose(batch["score"], [score for _, score in served], atol=2e-3), track_id
@@ -136,8 +138,8 @@ def test_a_rerun_of_the_same_week_publishes_a_new_identical_version(checked):
     training, first = checked["training"], checked["published"]
     (first.parent / f"{STAGING_PREFIX}7-1").mkdir()  # what an interrupted publish leaves
     again = run_release(training, ReleaseConfig(tracks_dir=str(checked["out"] / RELEASE_DIR), name="check",
-                                                top_users=CHECK.top_users, inbox_size=CHECK.inbox_size,
-                                                artist_cap=CHECK.artist_cap))
+                                                top_users=LISTS.top_users, inbox_size=LISTS.inbox_size,
+                                                artist_cap=LISTS.artist_cap))
     second = pathlib.Path(again["published"])
     assert second.parent == first.parent and int(second.name) == int(first.name) + 1
     assert set(again["states"].values()) == {"CACHED"}
@@ -149,16 +151,30 @@ def test_a_rerun_of_the_same_week_publishes_a_new_identical_version(checked):
     assert "Evaluator" in find_run(training.run_dir, pipeline_name=training.pipeline_name).executions
 
 
+def test_rejected_rows_of_the_tracks_table_are_reported(checked, tmp_path):
+    release_dir = tmp_path / "week"
+    shutil.copytree(checked["out"] / RELEASE_DIR, release_dir)
+    with (release_dir / "tracks.csv").open("a") as tracks:
+        tracks.write("t99999,,al1,audio/none.wav,rock,2030-01-01\n")  # no artist: a required id
+    released = run_release(checked["training"], ReleaseConfig(tracks_dir=str(release_dir), **vars(LISTS)))
+    report = json.loads((pathlib.Path(released["published"]) / REPORT_DIR / "report.json").read_text())
+    figures = report["figures"]
+    assert figures["rows_rejected"] == 1 and "artist_id" in report["rejected_rows"][0]["reason"]
+    assert figures["rows_read"] == figures["tracks_in_table"] + figures["rows_rejected"]
+    assert figures["tracks_in_table"] == figures["tracks_ranked"] + figures["tracks_quarantined"]
+    assert "Rejected rows of the tracks table" in (pathlib.Path(released["published"]) / REPORT_DIR / "report.md").read_text()
+
+
 def test_scann_ranking_and_a_named_version(checked, tmp_path):
     from musicrec.serving.scann_index import ScannUserIndex, version_table
 
     training = checked["training"]
     summary = json.loads((checked["published"] / LISTS_DIR / "release.json").read_text())
     user_ids, vectors = version_table(summary["model_dir"])
-    ScannUserIndex.build(user_ids, vectors, k=CHECK.top_users).save(tmp_path / "scann")
+    ScannUserIndex.build(user_ids, vectors, k=LISTS.top_users).save(tmp_path / "scann")
     released = run_release(training, ReleaseConfig(
-        tracks_dir=str(checked["out"] / RELEASE_DIR), name="scann", top_users=CHECK.top_users,
-        inbox_size=CHECK.inbox_size, artist_cap=CHECK.artist_cap, scann_index=str(tmp_path / "scann"),
+        tracks_dir=str(checked["out"] / RELEASE_DIR), name="scann", top_users=LISTS.top_users,
+        inbox_size=LISTS.inbox_size, artist_cap=LISTS.artist_cap, scann_index=str(tmp_path / "scann"),
         model_version=summary["model_version"]))
     assert released["summary"]["ranking"] == "scann" and released["summary"]["model_version"] == summary["model_version"]
     exact, approximate = lists(checked["published"], transforms.TRACK_USERS), lists(pathlib.Path(released["published"]), transforms.TRACK_USERS)
@@ -179,6 +195,11 @@ def test_clear_errors(checked, tmp_path):
         run_release(tiny_config(checked["out"] / "train", tmp_path / "never_trained"), ReleaseConfig(**release))
     with pytest.raises(ValueError, match="top_users must be at least 1"):
         ReleaseConfig(**release, top_users=0)
+    with pytest.raises(ValueError, match="one plain folder name"):
+        run_release(training, ReleaseConfig(tracks_dir=release["tracks_dir"], name="../elsewhere"))
+    with one_run_at_a_time(training.run_dir):  # a training run in progress: the release waits its turn
+        with pytest.raises(RunRecordError, match="another musicrec run is using"):
+            run_release(training, ReleaseConfig(**release))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no tracks.csv"):
         load_release_tracks(tmp_path / "empty")
@@ -197,10 +218,12 @@ def test_the_release_pipeline_compiles_for_kubeflow_without_the_data(tmp_path):
 
 
 def test_inbox_metrics_and_track_auc_on_known_outcomes():
-    labels = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c"], "track_id": ["t1", "t2", "t1", "t2", "t1"],
-                           "label": [1, 0, 0, 1, 1]})
+    outcomes = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "z", "a"], "track_id": ["t1", "t2", "t1", "t2", "t1", "t1", "tq"],
+                             "label": [1, 0, 0, 1, 1, 1, 1]})
+    labels, left_out = scorable_outcomes(outcomes, ["t1", "t2"], np.array(["a", "b", "c"]))
+    assert len(labels) == 5 and left_out == {"on_tracks_not_ranked (quarantined audio)": 1, "of_users_not_in_the_model": 1}
     inbox = pd.DataFrame({"user_id": ["a", "b"], "track_id": ["t1", "t1"]})
-    metrics = inbox_metrics(inbox, labels, np.array(["a", "b", "c"]))
+    metrics = inbox_metrics(inbox, labels)
     # a: liked t1, in inbox; b: liked t2, not in inbox; c: liked t1, no inbox.
     assert metrics["users_with_liked_new_tracks"] == 3
     assert metrics["inbox_hit_rate"] == pytest.approx(1 / 3) and metrics["inbox_recall"] == pytest.approx(1 / 3)

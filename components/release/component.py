@@ -31,6 +31,8 @@ from musicrec.components.release import transforms
 from musicrec.data.adapters import load_with_adapter
 
 RELEASE_FILE = "release.json"  # what the release used and produced: model version, settings, counts
+NO_PUSHED_MODEL = ("no blessed, pushed model of the training pipeline: run it until a model is blessed and pushed, "
+                   "or name a pushed version (--model-version)")
 
 
 class ReleaseLists(Artifact):
@@ -58,8 +60,7 @@ def recommender_version(pushed_model, serving_base_path: str, model_version: int
         pushed = json.loads((storage.path(pushed_model.uri) / "pushed.json").read_text())
         return storage.path(pushed[RECOMMENDER])
     if not serving_base_path:
-        raise ValueError("no blessed, pushed model found in the training pipeline's metadata: run the training "
-                         "pipeline until a model is blessed and pushed, or name a pushed version (--model-version)")
+        raise ValueError(NO_PUSHED_MODEL)
     models = storage.path(serving_base_path) / RECOMMENDER
     if not model_version:
         return latest_version(models)
@@ -139,7 +140,7 @@ def ReleaseReportGen(
     del code_fingerprint  # only in the cache key
     from musicrec.components.release.report import build_report, load_users
 
-    tracks = load_with_adapter(tracks_dir, dataset_adapter).tracks
+    tracks = load_with_adapter(tracks_dir, dataset_adapter)
     users = load_users(users_dir, users_adapter) if users_dir else None
     built = build_report(release.uri, quarantine.uri, tracks, users)
     built.write(report.uri)

@@ -22,6 +22,7 @@ from musicrec.components.audio_features.transforms import QUARANTINE_FILE, read_
 from musicrec.components.listening_data.steps import age_bucket
 from musicrec.components.release import transforms
 from musicrec.data import contract
+from musicrec.data.loading import Dataset
 from musicrec.names import GENRE, UNKNOWN
 
 # Demographic columns with more distinct values than this are not sliced (ids, free text).
@@ -35,38 +36,47 @@ class ReleaseReportContent:
     figures: dict  # coverage and counts
     tables: Dict[str, pd.DataFrame]  # titled tables, in report order
     quarantined: List[dict]
+    rejected: List[dict]  # rows of the tracks table that were not loaded: line, kind, reason
     plots: Dict[str, object]  # file name -> function(path) drawing it
 
-    def markdown(self) -> str:
+    def summary_lines(self) -> List[str]:
         s, f = self.summary, self.figures
-        lines = [
-            f"# Release report\n",
+        return [
             f"Model: `cold_start_recommender` version {s['model_version']} ({s['model_dir']}), {s['ranking']} ranking "
             f"over {s['users_in_model']:,} users; top {s['lists']['top_users']} users per track, inboxes of at most "
-            f"{s['lists']['inbox_size']} tracks, at most {s['lists']['artist_cap']} per artist.\n",
-            f"Tracks: {f['tracks_in_table']:,} in the release, {f['tracks_ranked']:,} ranked, "
-            f"{f['tracks_quarantined']:,} quarantined; {f['tracks_in_no_inbox']:,} ranked tracks reach nobody "
-            f"(in no inbox).\n",
+            f"{s['lists']['inbox_size']} tracks, at most {s['lists']['artist_cap']} per artist.",
+            f"Tracks: {f['rows_read']:,} rows in the release's tracks table, {f['rows_rejected']:,} rejected, "
+            f"{f['tracks_ranked']:,} tracks ranked, {f['tracks_quarantined']:,} quarantined; "
+            f"{f['tracks_in_no_inbox']:,} ranked tracks reach nobody (in no inbox).",
             f"Coverage: {f['users_reached']:,} of {s['users_in_model']:,} users ({f['coverage']:.1%}) have at least one "
-            f"new track; inbox sizes: mean {f['inbox_size_mean']:.1f}, median {f['inbox_size_median']:.0f}.\n",
+            f"new track; inbox sizes: mean {f['inbox_size_mean']:.1f}, median {f['inbox_size_median']:.0f}.",
             f"Throughput: {s['tracks_per_minute']:,.1f} tracks/min, {s['users_scored_per_second']:,.0f} users scored/s "
-            f"({s['seconds']:.1f} s).\n",
+            f"({s['seconds']:.1f} s).",
         ]
+
+    def item_sections(self) -> Dict[str, List[str]]:
+        """The lists of files and rows that did not make it, one line each."""
+        return {
+            "Rejected rows of the tracks table": [f"line {r['line']}: {r['reason']}" for r in self.rejected],
+            "Quarantined files": [f"{q['track_id']} [{q['status']}] {q['path']}: {q['detail']}" for q in self.quarantined],
+        }
+
+    def markdown(self) -> str:
+        lines = ["# Release report\n"] + [line + "\n" for line in self.summary_lines()]
         for title, table in self.tables.items():
             lines += [f"## {title}\n", table.to_markdown(index=False, floatfmt=".3f") + "\n"]
-        lines.append("## Quarantined files\n")
-        lines += [f"- {q['track_id']} [{q['status']}] {q['path']}: {q['detail']}" for q in self.quarantined] or ["none"]
+        for title, items in self.item_sections().items():
+            lines += [f"## {title}\n"] + ([f"- {item}" for item in items] or ["none"]) + [""]
         return "\n".join(lines) + "\n"
 
     def html(self) -> str:
-        body = [f"<h1>Release report</h1><pre>{html.escape(self.markdown().split('## ')[0].replace('# Release report', '').strip())}</pre>"]
-        for name in self.plots:
-            body.append(f"<img src='{name}' alt='{name}'>")
+        body = ["<h1>Release report</h1>"] + [f"<p>{html.escape(line)}</p>" for line in self.summary_lines()]
+        body += [f"<img src='{name}' alt='{name}'>" for name in self.plots]
         for title, table in self.tables.items():
             body.append(f"<h2>{html.escape(title)}</h2>" + table.to_html(index=False, float_format="%.3f"))
-        items = "".join(f"<li>{html.escape(q['track_id'])} [{html.escape(q['status'])}] {html.escape(str(q['path']))}: "
-                        f"{html.escape(str(q['detail']))}</li>" for q in self.quarantined) or "<li>none</li>"
-        body.append(f"<h2>Quarantined files</h2><ul>{items}</ul>")
+        for title, items in self.item_sections().items():
+            entries = "".join(f"<li>{html.escape(item)}</li>" for item in items) or "<li>none</li>"
+            body.append(f"<h2>{html.escape(title)}</h2><ul>{entries}</ul>")
         return "<html><head><meta charset='utf-8'><title>musicrec release</title></head><body>" + "".join(body) + "</body></html>"
 
     def write(self, out_dir) -> None:
@@ -76,7 +86,8 @@ class ReleaseReportContent:
         (out / "index.html").write_text(self.html())
         tables = {title: table.to_dict(orient="records") for title, table in self.tables.items()}
         (out / "report.json").write_text(json.dumps(
-            {"summary": self.summary, "figures": self.figures, "tables": tables, "quarantined": self.quarantined},
+            {"summary": self.summary, "figures": self.figures, "tables": tables, "quarantined": self.quarantined,
+             "rejected_rows": self.rejected},
             indent=2, default=_json_value) + "\n")
         for name, draw in self.plots.items():
             draw(out / name)
@@ -97,8 +108,12 @@ def load_users(root, adapter: str) -> pd.DataFrame:
     return load_with_adapter(root, adapter).users
 
 
-def build_report(release_uri: str, quarantine_uri: str, tracks: pd.DataFrame,
+def build_report(release_uri: str, quarantine_uri: str, release: Dataset,
                  users: Optional[pd.DataFrame]) -> ReleaseReportContent:
+    """`release`: the new tracks as loaded (its rejected rows are reported); `users`: the training
+    dataset's users table, for the demographic slices (None: no slices)."""
+    tracks = release.tracks
+    rejected = [{"line": r.line, "kind": r.kind, "reason": r.reason} for r in release.malformed]
     summary = json.loads((storage.path(release_uri) / "release.json").read_text())
     ranked = transforms.read_output(release_uri, transforms.TRACK_USERS)
     inbox = transforms.read_output(release_uri, transforms.USER_INBOX)
@@ -107,6 +122,7 @@ def build_report(release_uri: str, quarantine_uri: str, tracks: pd.DataFrame,
     sizes = inbox.groupby("user_id").size()
     in_no_inbox = sorted(embedded - set(inbox["track_id"]))
     figures = {
+        "rows_read": int(release.rows_read.get("tracks", len(tracks) + len(rejected))), "rows_rejected": len(rejected),
         "tracks_in_table": len(tracks), "tracks_ranked": len(embedded), "tracks_quarantined": len(quarantined),
         "tracks_in_no_inbox": len(in_no_inbox), "tracks_in_no_inbox_examples": in_no_inbox[:20],
         "users_reached": int(len(sizes)), "coverage": len(sizes) / max(summary["users_in_model"], 1),
@@ -124,7 +140,7 @@ def build_report(release_uri: str, quarantine_uri: str, tracks: pd.DataFrame,
              "inbox_sizes.png": lambda path: _plot_inbox_sizes(sizes, summary["lists"]["inbox_size"], path)}
     if "Per genre" in tables:
         plots["genres.png"] = lambda path: _plot_genres(tables["Per genre"], path)
-    return ReleaseReportContent(summary, figures, tables, quarantined, plots)
+    return ReleaseReportContent(summary, figures, tables, quarantined, rejected, plots)
 
 
 def _score_table(ranked: pd.DataFrame, inbox: pd.DataFrame) -> pd.DataFrame:
@@ -142,11 +158,11 @@ def _genre_table(tracks: pd.DataFrame, embedded, ranked: pd.DataFrame, inbox: pd
     frame["ranked"] = frame.index.isin(list(embedded))
     placements = inbox.groupby("track_id").size()
     frame["inbox_entries"] = placements.reindex(frame.index).fillna(0).astype(int)
+    frame["in_no_inbox"] = frame["ranked"] & (frame["inbox_entries"] == 0)
     best = ranked[ranked["rank"] == 1].set_index("track_id")["score"]
     frame["best_score"] = best.reindex(frame.index)
     table = frame.groupby("genre").agg(tracks=("ranked", "size"), ranked=("ranked", "sum"),
-                                       inbox_entries=("inbox_entries", "sum"),
-                                       tracks_in_no_inbox=("inbox_entries", lambda s: int(((s == 0) & frame.loc[s.index, "ranked"]).sum())),
+                                       inbox_entries=("inbox_entries", "sum"), tracks_in_no_inbox=("in_no_inbox", "sum"),
                                        median_best_score=("best_score", "median"))
     return table.reset_index()
 

@@ -174,13 +174,17 @@ def _release_config(args):
                          enable_cache=not args.no_cache)
 
 
+def _add_list_args(parser, top_users: int, inbox: int):
+    parser.add_argument("--top-users", type=int, default=top_users, help=f"users picked per new track (default {top_users})")
+    parser.add_argument("--inbox", type=int, default=inbox, help=f"the most new tracks in one user's inbox (default {inbox})")
+    parser.add_argument("--artist-cap", type=int, default=2, help="the most tracks of one artist in an inbox (default 2)")
+
+
 def _add_release_args(parser, tracks_required: bool):
     parser.add_argument("--tracks", required=tracks_required,
                         help="the new releases: a folder or bucket prefix with tracks.csv (or .parquet) and their audio")
     parser.add_argument("--name", help="the release's name, e.g. 2026-W48 (default: the --tracks folder's name)")
-    parser.add_argument("--top-users", type=int, default=1000, help="users picked per new track (default 1000)")
-    parser.add_argument("--inbox", type=int, default=20, help="the most new tracks in one user's inbox (default 20)")
-    parser.add_argument("--artist-cap", type=int, default=2, help="the most tracks of one artist in an inbox (default 2)")
+    _add_list_args(parser, top_users=1000, inbox=20)
     parser.add_argument("--model-version", type=int, default=0,
                         help="score with this pushed version (default 0: the latest blessed, pushed model)")
     parser.add_argument("--scann-index", help="rank users with this ScaNN index (build-scann-index) instead of exactly")
@@ -190,8 +194,9 @@ def _add_release_args(parser, tracks_required: bool):
 def cmd_release_check(args):
     from musicrec.pipeline.release_check import ReleaseCheckConfig, format_release_check, run_release_check
 
-    config = ReleaseCheckConfig(holdout=args.holdout, top_users=args.top_users, inbox_size=args.inbox,
-                                artist_cap=args.artist_cap)
+    from musicrec.components.release.transforms import ListsConfig
+
+    config = ReleaseCheckConfig(holdout=args.holdout, lists=ListsConfig(args.top_users, args.inbox, args.artist_cap))
     report = run_release_check(args.dataset, args.out, _pipeline_config(args), config, _feedback_config(args))
     print(format_release_check(report))
     print(f"Written to {args.out}/release_check.md and release_check.json")
@@ -364,9 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="a plain-layout service with release dates (e.g. data/demo)")
     p.add_argument("--out", default="runs/release-check", help="output folder (default runs/release-check)")
     p.add_argument("--holdout", type=float, default=0.1, help="newest share of tracks held back (default 0.1)")
-    p.add_argument("--top-users", type=int, default=100, help="users picked per new track (default 100)")
-    p.add_argument("--inbox", type=int, default=10, help="inbox size (default 10)")
-    p.add_argument("--artist-cap", type=int, default=2, help="the most tracks of one artist in an inbox (default 2)")
+    _add_list_args(p, top_users=100, inbox=10)
     p.set_defaults(func=cmd_release_check, run_dir=None)
     _add_feedback_args(p)
 
