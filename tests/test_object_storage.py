@@ -26,7 +26,7 @@ import yaml
 
 from musicrec import storage
 from musicrec.audio.decode import load_audio
-from musicrec.pipeline.runs import find_run
+from musicrec.pipeline.runs import LOCK_FILE as RUN_LOCK, find_run
 from musicrec.serving import graphs, warmup
 from musicrec.serving.repository import ModelRepository
 from musicrec.serving.scann_index import recommender_table
@@ -131,8 +131,9 @@ def test_the_tiny_pipeline_runs_end_to_end_in_the_bucket(bucket_run):
     uris = [a.uri for a in run.store.get_artifacts()]
     assert uris and all(uri.startswith(ROOT + "/") for uri in uris)
     assert f"Artifacts: {ROOT}" in done.stdout and f"Serving models: {SERVING}" in done.stdout
-    # Only the run record (MLMD) and the printed reports are local.
-    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "evaluation", "metadata.sqlite", "summary.json"]
+    # Only the run record (MLMD and the run folder's lock) and the printed reports are local.
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "evaluation", "metadata.sqlite", RUN_LOCK,
+                                                         "summary.json"]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["outputs"]["served"]["version"] == 1 and summary["evaluation"]["blessed"]
     served = client.list_objects_v2(Bucket=BUCKET, Prefix="serving/")["Contents"]
