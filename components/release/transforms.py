@@ -40,6 +40,7 @@ from musicrec import storage
 from musicrec.names import EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE
 
 METRICS_NAMESPACE = "musicrec.release"
+TRACKS_RANKED, USERS_REACHED = "tracks_ranked", "users_reached"  # Beam counters
 TRACK_EMBEDDINGS = "track_embeddings"
 TRACK_USERS = "track_users"
 USER_INBOX = "user_inbox"
@@ -133,7 +134,7 @@ class _RankUsersFn(beam.DoFn):
         self._scann_index = scann_index
         self._top_users = top_users
         self._progress_every_s = progress_every_s
-        self._ranked = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "tracks_ranked")
+        self._ranked = beam.metrics.Metrics.counter(METRICS_NAMESPACE, TRACKS_RANKED)
 
     def setup(self):
         self._model = PushedRecommender(self._version_dir, self._scann_index)
@@ -204,9 +205,23 @@ class Inboxes(beam.PTransform):
                     (user, (float(score), track["track_id"], artists[track["track_id"]]))
                     for user, score in zip(track["user_ids"], track["scores"])])
                 | "GroupByUser" >> beam.GroupByKey()
-                | "PickInbox" >> beam.FlatMap(lambda item: [
-                    {"user_id": item[0], "rank": rank, "track_id": track, "artist_id": artist, "score": score}
-                    for rank, (track, artist, score) in enumerate(pick_inbox(item[1], config), 1)]))
+                | "PickInbox" >> beam.FlatMap(_inbox_rows, config))
+
+
+def _inbox_rows(user_candidates, config: ListsConfig) -> List[dict]:
+    user, candidates = user_candidates
+    inbox = pick_inbox(candidates, config)
+    if inbox:
+        beam.metrics.Metrics.counter(METRICS_NAMESPACE, USERS_REACHED).inc()
+    return [{"user_id": user, "rank": rank, "track_id": track, "artist_id": artist, "score": score}
+            for rank, (track, artist, score) in enumerate(inbox, 1)]
+
+
+def counted(result, name: str) -> int:
+    """A counter of a finished release pipeline (`TRACKS_RANKED`, `USERS_REACHED`), from the runner's
+    metrics: the job's totals without reading its outputs back into one process."""
+    found = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(METRICS_NAMESPACE).with_name(name))
+    return int(sum(c.committed for c in found["counters"]))
 
 
 def track_user_rows(track: dict) -> List[dict]:
