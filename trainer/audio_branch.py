@@ -112,10 +112,6 @@ class AudioBranchConfig:
     augment: bool = False
     augment_gain_db: float = 6.0
     augment_tilt_db: float = 6.0
-    # SpecAugment masks on every training crop: one band of up to this many mel bins and one of
-    # up to this many frames, set to the crop's mean level (audio_input.Augmentation). 0: none.
-    mask_mels: int = 0
-    mask_frames: int = 0
     context_seconds: float = 3.0
     embedding_dim: int = 40
     conv_widths: Tuple[int, ...] = (64, 128, 128, 192, 256)
@@ -128,9 +124,6 @@ class AudioBranchConfig:
     # learning_rate to 1% of it over the whole budget (epochs x steps), which with early
     # stopping lets the step size follow the data's budget instead of a fixed decay.
     lr_schedule: str = "inverse_time"
-    # Momentum of an exponential moving average of the weights, which replaces the weights at the
-    # end of training (Keras's optimizer `use_ema`); 0: the last step's weights.
-    weight_ema: float = 0.0
     batch_size: int = 32
     epochs: int = 10  # the most epochs; early stopping may end sooner
     steps_per_epoch: Optional[int] = None  # None: one pass over the liked training pairs (scales with the data)
@@ -143,13 +136,6 @@ class AudioBranchConfig:
     # Weight of the genre head's loss beside the ranking loss (0: no head). Its logits are a
     # linear map of the unit AE times CLASS_LOGIT_SCALE (a cosine classifier).
     class_weight: float = 0.0
-    # Weight of a pointwise term beside the ranking loss (0: none): the binary cross-entropy of
-    # sigmoid(scale * cos + bias), one learned scale and bias for every user, on each example's
-    # liked (label 1) and disliked (label 0) tracks, the two halves weighted alike. The hinge only
-    # compares one user's tracks; this term asks a track to sit closer to the users who like it
-    # than to those who do not, so cosines compare across users (pooled AUC, ranking the users
-    # for a new release).
-    pointwise_weight: float = 0.0
     # The most memory the training log-mels may take (float16, padded per block). Larger
     # features are read from their shards in blocks of at most this size (trainer/log_mel_shards.py),
     # with each liked track's negatives among the user's disliked tracks of its block.
@@ -273,9 +259,6 @@ class SiameseAudioModel(keras.Model):
             # A linear map that starts as the identity: training begins from the paper's frozen UEs.
             self.adapter = keras.layers.Dense(user_vectors.shape[1], kernel_initializer="identity", name="user_adapter")
             self.adapter.build((None, user_vectors.shape[1]))
-        if config.pointwise_weight:
-            self.pair_scale = self.add_weight(name="pair_scale", shape=(), initializer=keras.initializers.Constant(5.0))
-            self.pair_bias = self.add_weight(name="pair_bias", shape=(), initializer="zeros")
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def adapt(self, vectors: tf.Tensor) -> tf.Tensor:
@@ -310,19 +293,9 @@ class SiameseAudioModel(keras.Model):
             mined = hardest_negatives(batch_similarity, batch["liked_by"], 1 + config.negatives, config.hard_negatives)
             disliked = tf.concat([disliked, mined], axis=1)
         ranking = softmax_loss(liked, disliked) if config.loss == "softmax" else hinge_loss(liked, disliked, config.margin)
-        if config.pointwise_weight:
-            ranking += config.pointwise_weight * self.pointwise_losses(similarity[:, 0], similarity[:, 1:])
         if self.class_head is None:
             return ranking
         return ranking + config.class_weight * self.class_losses(tracks, batch["rows"])
-
-    def pointwise_losses(self, liked: tf.Tensor, disliked: tf.Tensor) -> tf.Tensor:
-        """Per example: the mean of the liked track's and the disliked tracks' mean binary
-        cross-entropy of sigmoid(scale * cos + bias). liked [B], disliked [B, n]."""
-        logits = lambda cosines: self.pair_scale * cosines + self.pair_bias
-        liked_loss = binary_loss(logits(liked), tf.ones_like(liked))
-        disliked_loss = tf.reduce_mean(binary_loss(logits(disliked), tf.zeros_like(disliked)), axis=1)
-        return 0.5 * (liked_loss + disliked_loss)
 
     def class_losses(self, tracks: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
         """Per example: the genre head's cross-entropy, averaged over its tracks of known genre.
@@ -357,5 +330,4 @@ def learning_rate(config: AudioBranchConfig, total_steps: int) -> keras.optimize
 def build_optimizer(config: AudioBranchConfig, total_steps: int) -> keras.optimizers.Optimizer:
     """SGD with Nesterov momentum, as the paper, on the configured learning-rate schedule."""
     return keras.optimizers.SGD(learning_rate=learning_rate(config, total_steps), momentum=config.momentum,
-                                nesterov=config.nesterov, use_ema=config.weight_ema > 0,
-                                ema_momentum=config.weight_ema or 0.99)
+                                nesterov=config.nesterov)

@@ -100,53 +100,23 @@ class Cropper:
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """Random changes per training crop, in dB on its log-mel.
+    """Random level and spectral tilt per crop, in dB on its log-mel: what a different master,
+    mix or playback chain changes. Each crop draws a gain in +/-`gain_db` and a tilt in
+    +/-`tilt_db` (the change from the lowest to the highest mel bin, linear over the bins).
+    Silence stays silence: floor values are kept, others do not fall below the floor."""
 
-    Level and spectral tilt: what a different master, mix or playback chain changes. Each crop
-    draws a gain in +/-`gain_db` and a tilt in +/-`tilt_db` (the change from the lowest to the
-    highest mel bin, linear over the bins). Silence stays silence: floor values are kept, others
-    do not fall below the floor.
-
-    Masks (SpecAugment, Park et al. 2019): one band of up to `mask_mels` mel bins and one of up
-    to `mask_frames` frames per crop, set to the crop's mean level, so the encoder cannot lean on
-    any one band or moment. Written here rather than with `tfio.audio.freq_mask`/`time_mask`:
-    those draw one band per call for a whole 2-D spectrogram, take no op seed, and fill with 0,
-    which on a dB log-mel is a loud band, not a missing one."""
-
-    gain_db: float = 0.0
-    tilt_db: float = 0.0
-    mask_mels: int = 0
-    mask_frames: int = 0
+    gain_db: float
+    tilt_db: float
 
     def __call__(self, crops: tf.Tensor, seeds: Optional["OpSeeds"] = None) -> tf.Tensor:
         """crops: float32 [..., frames, mels] -> same shape."""
         seeds = seeds or OpSeeds(None)
-        if self.gain_db or self.tilt_db:
-            crops = self._level_and_tilt(crops, seeds)
-        if self.mask_mels or self.mask_frames:
-            masked = self._band(crops, -1, self.mask_mels, seeds)[..., None, :] | \
-                self._band(crops, -2, self.mask_frames, seeds)[..., :, None]
-            crops = tf.where(masked, tf.reduce_mean(crops, axis=[-2, -1], keepdims=True), crops)
-        return crops
-
-    def _level_and_tilt(self, crops: tf.Tensor, seeds: "OpSeeds") -> tf.Tensor:
         crop_shape = tf.shape(crops)[:-2]
         gain = tf.random.uniform(crop_shape, -self.gain_db, self.gain_db, seed=seeds.next())[..., None, None]
         tilt = tf.random.uniform(crop_shape, -self.tilt_db, self.tilt_db, seed=seeds.next())[..., None, None]
         ramp = tf.linspace(-0.5, 0.5, tf.shape(crops)[-1])  # lowest mel bin to highest
         shifted = tf.maximum(crops + gain + tilt * ramp, FLOOR_DB)
         return tf.where(crops > FLOOR_DB, shifted, crops)
-
-    @staticmethod
-    def _band(crops: tf.Tensor, axis: int, widest: int, seeds: "OpSeeds") -> tf.Tensor:
-        """bool [..., length of `axis`]: one random band of 0 to `widest` steps per crop."""
-        crop_shape, length = tf.shape(crops)[:-2], tf.shape(crops)[axis]
-        width = tf.random.uniform(crop_shape, 0, widest + 1, tf.int32, seed=seeds.next())
-        width = tf.minimum(width, length)
-        start = tf.cast(tf.random.uniform(crop_shape, seed=seeds.next()) * tf.cast(length - width + 1, tf.float32),
-                        tf.int32)
-        steps = tf.range(length)
-        return (steps >= start[..., None]) & (steps < (start + width)[..., None])
 
 
 class OpSeeds:

@@ -84,7 +84,7 @@ def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, co
     keras.utils.set_random_seed(config.seed)
     train = usable_pairs(pairs.split("train"), users, store, config.context_frames)
     examples = training_examples(train, users.index(), store)  # over the whole catalogue: counts, steps
-    augment = augmentation(config)
+    augment = Augmentation(config.augment_gain_db, config.augment_tilt_db) if config.augment else None
     binary = config.loss == "binary"
     count = len(examples.binary_rows) if binary else len(examples.user_rows)
     segments_per_step = config.batch_size * (1 if binary else 1 + config.negatives)
@@ -135,14 +135,6 @@ def train_audio_branch(pairs: AudioPairs, store: LogMels, users: UserVectors, co
         best_epoch=int(np.argmax(val_auc)) + 1 if val_auc else None,
         refinement=refine(model, train, pairs.split("validation"), users, store) if config.refine_users else None,
     )
-
-
-def augmentation(config: AudioBranchConfig) -> Optional[Augmentation]:
-    """The training crops' random changes the configuration asks for, or None."""
-    if not (config.augment or config.mask_mels or config.mask_frames):
-        return None
-    level = (config.augment_gain_db, config.augment_tilt_db) if config.augment else (0.0, 0.0)
-    return Augmentation(*level, mask_mels=config.mask_mels, mask_frames=config.mask_frames)
 
 
 def refine(model: SiameseAudioModel, train: pd.DataFrame, validation: pd.DataFrame, users: UserVectors,
