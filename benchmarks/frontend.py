@@ -7,6 +7,8 @@ stereo and 22.05 kHz mono:
   decode:          ours (soundfile + soxr)  vs  tensorflow-io  vs  librosa.load
   log-mel alone:   ours (tf.signal)         vs  librosa melspectrogram + power_to_db
   decode+log-mel:  ours                     vs  librosa
+  musicnn features (the musicnn front end's patch features, musicrec/audio/musicnn.py),
+                   beside our log-mel: what a run on that front end adds per track
 
 Prints a table with the ratios and writes them as JSON (--out). Targets from
 the foundation issue: log-mel alone at least 4x librosa, decode + log-mel at
@@ -38,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 
+from musicrec.audio import musicnn  # noqa: E402
 from musicrec.audio.decode import load_audio  # noqa: E402
 from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram  # noqa: E402
 from musicrec.simulation.arrangement import build_arrangement  # noqa: E402
@@ -126,6 +129,7 @@ def main(argv=None) -> dict:
             "log_mel_librosa": seconds_per_track(librosa_log_mel, decoded, args.repeats),
             "decode_log_mel_ours": seconds_per_track(lambda p: ours_log_mel_np(ours_decode(p)), paths, args.repeats),
             "decode_log_mel_librosa": seconds_per_track(lambda p: librosa_log_mel(librosa_decode(p)), paths, args.repeats),
+            "musicnn_features_ours": seconds_per_track(musicnn.patch_features, decoded, 1),
         }
         # Decoding costs the same in both (librosa.load is soundfile + soxr too),
         # so the end-to-end ratio depends on the container: show it per variant.
@@ -143,6 +147,7 @@ def main(argv=None) -> dict:
         "log_mel_vs_librosa": timings["log_mel_librosa"] / timings["log_mel_ours"],
         "decode_log_mel_vs_librosa": timings["decode_log_mel_librosa"] / timings["decode_log_mel_ours"],
         "decode_soundfile_vs_tensorflow_io": timings["decode_tensorflow_io"] / timings["decode_ours_soundfile_soxr"],
+        "musicnn_features_vs_log_mel": timings["musicnn_features_ours"] / timings["log_mel_ours"],
     }
     report = {
         "clip_seconds": SECONDS,

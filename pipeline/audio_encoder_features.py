@@ -65,14 +65,17 @@ class _SignatureEncoder:
 
 
 class AudioEncoderFeatures:
-    """Track-level AE from an exported audio encoder; decodes and computes log-mels in chunks of tracks."""
+    """Track-level AE from an exported audio encoder; decodes and computes the encoder's front-end
+    frames (log-mels, or musicnn's patch features) in chunks of tracks."""
 
     def __init__(self, model_dir, context_seconds: float = 3.0, chunk: int = 32):
-        from musicrec.audio.logmel import DEFAULT
+        from musicrec.audio.front_ends import front_end
+        from musicrec.trainer.audio_export import audio_model_front_end
 
         self.saved_model = find_audio_encoder(model_dir)
+        self.front_end = front_end(audio_model_front_end(self.saved_model))
         self.context_seconds = context_seconds
-        self.context_frames = DEFAULT.num_frames(context_seconds)  # the audio branch's own conversion
+        self.context_frames = self.front_end.num_frames(context_seconds)  # the audio branch's own conversion
         self.chunk = chunk
         self.name = "AE"
         self.cache_id = f"ae-{_model_fingerprint(self.saved_model)}-{context_seconds:g}s"
@@ -81,15 +84,13 @@ class AudioEncoderFeatures:
     def _load(self):
         import tensorflow as tf
 
-        from musicrec.audio.logmel import log_mel_spectrogram
-
         loaded = tf.saved_model.load(str(self.saved_model))
         if EMBED_LOG_MEL_SIGNATURE not in loaded.signatures:
             raise ValueError(f"{self.saved_model} has no {EMBED_LOG_MEL_SIGNATURE!r} signature (it has {sorted(loaded.signatures)}); "
                              "pass the audio branch's exported audio_encoder")
         self._loaded = loaded  # keeps the signature's variables alive
         self._embed = _SignatureEncoder(loaded.signatures[EMBED_LOG_MEL_SIGNATURE])
-        self._log_mel = tf.function(log_mel_spectrogram, input_signature=[tf.TensorSpec([None], tf.float32)])
+        self._frames = self.front_end.track_frames()
 
     def extract(self, tracks: List[Tuple[str, str]]) -> Iterator[Tuple[str, Result]]:
         if self._embed is None:
@@ -102,7 +103,7 @@ class AudioEncoderFeatures:
         from musicrec.trainer.audio_input import LogMelStore
         from musicrec.trainer.audio_evaluation import track_embeddings
 
-        ids, log_mels = [], []
+        ids, frames = [], []
         for track_id, path in tracks:
             try:
                 waveform = load_audio(path, max_seconds=30.0, min_seconds=self.context_seconds)
@@ -110,7 +111,8 @@ class AudioEncoderFeatures:
                 yield track_id, error
                 continue
             ids.append(track_id)
-            log_mels.append(self._log_mel(waveform).numpy().astype(np.float16))  # float16 as the feature store
+            frames.append(self._frames(waveform).numpy().astype(np.float16))  # float16 as the feature store
         if ids:
-            vectors = track_embeddings(self._embed, LogMelStore.from_arrays(ids, log_mels), self.context_frames)
+            store = LogMelStore.from_arrays(ids, frames, self.front_end.name)
+            vectors = track_embeddings(self._embed, store, self.context_frames)
             yield from zip(ids, vectors)

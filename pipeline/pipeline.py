@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -32,6 +32,7 @@ from musicrec.components.practitioner_baselines.component import PractitionerBas
 from musicrec.components.serving_pusher.component import ServingPusher
 from musicrec.data.audio_pairs import SplitConfig
 from musicrec.pipeline.config import PipelineConfig, code_fingerprint
+from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.storage import absolute
 from musicrec.names import SCORE_EXAMPLES_SIGNATURE
 
@@ -52,7 +53,7 @@ def dataset_readers(config: PipelineConfig, code: str) -> Tuple[AudioFeatures, L
     dataset_dir = absolute(config.dataset_dir)
     features = AudioFeatures(
         dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter, code_fingerprint=code,
-        min_seconds=config.context_seconds,
+        min_seconds=config.context_seconds, extra_front_ends=",".join(audio_front_ends(config)),
     ).with_beam_pipeline_args(config.audio_beam_args)  # added to the pipeline's beam_args
     ingestion = ListeningDataGen(
         dataset_dir=dataset_dir, dataset_adapter=config.dataset_adapter, code_fingerprint=code,
@@ -60,6 +61,12 @@ def dataset_readers(config: PipelineConfig, code: str) -> Tuple[AudioFeatures, L
         context_seconds=config.context_seconds, log_mel_features=features.outputs["features"],
     )
     return features, ingestion
+
+
+def audio_front_ends(config: PipelineConfig) -> List[str]:
+    """The front ends the run's audio models read besides log-mels (the features must hold them)."""
+    variants = [config.variant] + ([BASELINE_VARIANT] if config.baseline == "dcue" else [])
+    return sorted({AudioBranchConfig.variant(v).front_end for v in variants} - {"log_mel"})
 
 
 def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,

@@ -46,6 +46,7 @@ from musicrec.components.release.component import NO_PUSHED_MODEL, ReleaseInfere
 from musicrec.components.release.transforms import ListsConfig
 from musicrec.data.adapters import RELEASE_TRACKS
 from musicrec.pipeline.config import PipelineConfig, code_fingerprint
+from musicrec.pipeline.pipeline import audio_front_ends
 from musicrec.pipeline.runner import PUSHER
 from musicrec.pipeline.runs import (PIPELINE_CONTEXT, RunRecordError, abandon_interrupted, find_run, one_run_at_a_time,
                                     open_store)
@@ -124,7 +125,7 @@ def create_release_pipeline(training: PipelineConfig, release: ReleaseConfig, pi
         tracks_dir = storage.absolute(tracks_dir)
     features = AudioFeatures(
         dataset_dir=tracks_dir, dataset_adapter=release.dataset_adapter, code_fingerprint=code,
-        min_seconds=training.context_seconds,
+        min_seconds=training.context_seconds, extra_front_ends=",".join(audio_front_ends(training)),
     ).with_beam_pipeline_args(training.audio_beam_args).with_id("ReleaseAudioFeatures")
     model = {"model_version": release.model_version, "serving_base_path": training.serving_path}
     if resolve_from_mlmd:

@@ -18,6 +18,8 @@ import logging
 import pathlib
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import tensorflow as tf
 
 from musicrec.components.audio_features.transforms import extract_features
 from musicrec.data.audio_pairs import SplitConfig
@@ -25,7 +27,7 @@ from musicrec.data.contract import FeedbackConfig
 from musicrec.data.loading import load_dataset
 from musicrec.simulation.oracle import GroundTruth, oracle_auc, preference_auc
 from musicrec.trainer.audio_branch import PAPER_NAMES, VARIANT_NAMES, AudioBranchConfig
-from musicrec.trainer.log_mel_shards import open_log_mels
+from musicrec.trainer.log_mel_shards import feature_files, open_log_mels
 from musicrec.trainer.audio_data import prepare_audio_branch
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
 from musicrec.trainer.audio_training import train_audio_branch
@@ -76,19 +78,23 @@ class Table1Config:
         check_baseline_names(self.baselines)  # before hours of training, not after
 
 
-def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=None, user_branch_dir=None):
-    """Log-mel store and user tower: reused when present, computed otherwise."""
+def prepare_inputs(dataset_dir, out_dir, feedback: FeedbackConfig, features_dir=None, user_branch_dir=None,
+                   front_ends: Sequence[str] = ("log_mel",)):
+    """The feature store of each front end (by name) and the user tower: reused when present,
+    computed otherwise."""
     out = pathlib.Path(out_dir)
     dataset = load_dataset(dataset_dir)
     features_dir = pathlib.Path(features_dir) if features_dir else out / "features"
-    if not list(features_dir.glob("log_mel-*")):
+    front_ends = sorted(set(front_ends) | {"log_mel"})  # log-mels decide which tracks are usable
+    if not all(tf.io.gfile.glob(feature_files(features_dir, name)) for name in front_ends):
         tracks = dataset.audio_files()
-        logging.info("%s\n", extract_features(tracks, features_dir).format())
+        logging.info("%s\n", extract_features(tracks, features_dir, extra_front_ends=front_ends).format())
     user_branch_dir = pathlib.Path(user_branch_dir) if user_branch_dir else out / "user_branch"
     if not (user_branch_dir / "model" / USER_TOWER_DIR / "saved_model.pb").exists():
         run_on_dataset(dataset_dir, user_branch_dir, UserBranchConfig(), feedback)
-    log_mels = open_log_mels([str(features_dir / "log_mel-*")], AudioBranchConfig().log_mel_memory_mb)
-    return dataset, log_mels, user_branch_dir / "model" / USER_TOWER_DIR
+    memory_mb = AudioBranchConfig().log_mel_memory_mb
+    stores = {name: open_log_mels([feature_files(features_dir, name)], memory_mb, name) for name in front_ends}
+    return dataset, stores, user_branch_dir / "model" / USER_TOWER_DIR
 
 
 def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config(), feedback: FeedbackConfig = FeedbackConfig(),
@@ -96,9 +102,10 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
     """`feature_cache_dir` caches the baselines' musicnn features (default `<out_dir>/feature_cache`)."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dataset, store, user_tower = prepare_inputs(dataset_dir, out, feedback, features_dir, user_branch_dir)
+    row_front_ends = {AudioBranchConfig.variant(variant).front_end for variant, _ in config.rows}
+    dataset, stores, user_tower = prepare_inputs(dataset_dir, out, feedback, features_dir, user_branch_dir, row_front_ends)
     longest_context = max(AudioBranchConfig(context_seconds=s).context_frames for _, s in config.rows)
-    pairs, users = prepare_audio_branch(dataset, store, user_tower, longest_context, feedback,
+    pairs, users = prepare_audio_branch(dataset, stores["log_mel"], user_tower, longest_context, feedback,
                                         SplitConfig(config.protocol, seed=config.seed))
     results: List[dict] = []
     for variant, seconds in config.rows:
@@ -107,6 +114,7 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
                                                  early_stopping_patience=config.early_stopping_patience,
                                                  lr_schedule=config.lr_schedule)
         logging.info("training %s at %.0f s", VARIANT_NAMES[variant], seconds)
+        store = stores[audio_config.front_end]
         trained = train_audio_branch(pairs, store, users, audio_config)
         metrics = evaluate_liked_disliked(trained, pairs, store)
         results.append({"variant": variant, "model": VARIANT_NAMES[variant], "context_seconds": seconds,

@@ -52,13 +52,15 @@ def _serving_call(fn):
 
 
 def cmd_export_serving(args):
-    from musicrec.audio.logmel import DEFAULT
+    from musicrec.audio.front_ends import front_end
     from musicrec.serving.export import export_serving_models, next_version
+    from musicrec.trainer.audio_export import audio_model_front_end
 
     version = args.version or next_version(args.out)
+    name = audio_model_front_end(args.audio_encoder)
     dirs = export_serving_models(
         args.audio_encoder, f"{args.user_branch}/user_tower", f"{args.user_branch}/user_embeddings.parquet", args.out,
-        version, DEFAULT.num_frames(args.context_seconds), args.max_k, args.container_base_path)
+        version, front_end(name).num_frames(args.context_seconds), args.max_k, args.container_base_path, name)
     for name, path in dirs.items():
         print(f"{name}: {path}")
     print(f"models.config and batching_parameters.txt written to {args.out}")

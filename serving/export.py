@@ -36,6 +36,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tfx.utils import io_utils
 
 from musicrec import storage
+from musicrec.audio import front_ends
 from musicrec.serving import graphs, warmup
 from musicrec.trainer.audio_data import UserVectors
 from musicrec.names import ADAPT_USER_SIGNATURE, EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE, REFINED_USERS_FILE
@@ -57,10 +58,12 @@ pad_variable_length_inputs: true
 
 
 class AudioEmbedder(tf.Module):
-    def __init__(self, encoder, context_frames: int):
+    def __init__(self, encoder, context_frames: int, front_end: str = "log_mel"):
         super().__init__()
         self.encoder = encoder  # tracked, so the encoder's variables are saved with this module
-        self.track = graphs.TrackEmbedding(encoder.signatures[EMBED_LOG_MEL_SIGNATURE], context_frames)
+        self.track = graphs.TrackEmbedding(encoder.signatures[EMBED_LOG_MEL_SIGNATURE], context_frames,
+                                           front_ends.front_end(front_end))
+        self.front_end = self.track.front_end.module()  # musicnn's frozen network: its variables too
 
     def signatures(self):
         embed_waveform = tf.function(lambda inputs: {"audio_embedding": self.track.from_waveform(**inputs)},
@@ -71,8 +74,8 @@ class AudioEmbedder(tf.Module):
 
 
 class ColdStartRecommender(AudioEmbedder):
-    def __init__(self, encoder, context_frames: int, users: UserVectors, max_k: int):
-        super().__init__(encoder, context_frames)
+    def __init__(self, encoder, context_frames: int, users: UserVectors, max_k: int, front_end: str = "log_mel"):
+        super().__init__(encoder, context_frames, front_end)
         self.index = graphs.UserIndex(users.user_ids, users.vectors, max_k)
 
     def signatures(self):
@@ -91,10 +94,12 @@ class ColdStartRecommender(AudioEmbedder):
 
 def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_path, base_path, version: int,
                           context_frames: int, max_k: int = 1000,
-                          container_base_path: str = CONTAINER_BASE_PATH) -> Dict[str, epath.Path]:
+                          container_base_path: str = CONTAINER_BASE_PATH, front_end: str = "log_mel") -> Dict[str, epath.Path]:
     """Writes audio_embedder, user_embedder and cold_start_recommender as version `version` under
     `base_path`, plus `models.config` (base paths under `container_base_path`, where the serving
-    container mounts `base_path`) and `batching_parameters.txt`. Returns {model name: version dir}."""
+    container mounts `base_path`) and `batching_parameters.txt`. Returns {model name: version dir}.
+    `front_end`: what the encoder reads (the audio model's `front_end`, `musicrec.audio.front_ends`);
+    the graphs compute it from the request's waveform."""
     if int(version) < 1:
         raise ValueError(f"TF Serving versions are positive integers; got {version}")
     base = storage.path(base_path)
@@ -112,15 +117,15 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
 
     remove_interrupted_exports(base)
     staging = {name: path.with_name(f"{STAGING_PREFIX}{path.name}-{os.getpid()}") for name, path in dirs.items()}
-    save_model(AudioEmbedder(encoder, context_frames), staging[graphs.AUDIO_EMBEDDER])
-    recommender = ColdStartRecommender(encoder, context_frames, users, max_k)
+    save_model(AudioEmbedder(encoder, context_frames, front_end), staging[graphs.AUDIO_EMBEDDER])
+    recommender = ColdStartRecommender(encoder, context_frames, users, max_k, front_end)
     save_model(recommender, staging[graphs.RECOMMENDER])
     # The user tower already holds its vocabulary lookups and normalisation; it is
     # copied as exported (byte for byte) and only gains warm-up requests.
     io_utils.copy_dir(str(user_tower_dir), str(staging[graphs.USER_EMBEDDER]))
 
     tower = tf.saved_model.load(str(user_tower_dir)).signatures[graphs.EMBED_USER]
-    audio = warmup.warmup_waveform(context_frames)
+    audio = warmup.warmup_waveform(recommender.track.min_samples)
     warmup.write(staging[graphs.AUDIO_EMBEDDER], warmup.audio_requests(graphs.AUDIO_EMBEDDER, audio))
     warmup.write(staging[graphs.RECOMMENDER], warmup.recommender_requests(audio, audio_dim, min(100, recommender.index.max_k)))
     warmup.write(staging[graphs.USER_EMBEDDER], warmup.user_requests(tower.structured_input_signature[1]))
@@ -136,9 +141,11 @@ def export_serving_models(audio_encoder_dir, user_tower_dir, user_embeddings_pat
 
 
 def write_model_info(version_dir: epath.Path, recommender: ColdStartRecommender) -> None:
-    """What batch jobs need beside the graphs: the release job embeds precomputed log-mels, so it
-    needs the segment length the encoder was trained on, which the graph's input does not fix."""
-    info = {"context_frames": int(recommender.track.context_frames), "max_k": recommender.index.max_k,
+    """What batch jobs need beside the graphs: the release job embeds precomputed features, so it
+    needs the front end and the segment length the encoder was trained on, which the graph's input
+    does not fix."""
+    info = {"context_frames": int(recommender.track.context_frames), "front_end": recommender.track.front_end.name,
+            "max_k": recommender.index.max_k,
             "users": recommender.index.num_users}
     (storage.path(version_dir) / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
     (storage.path(version_dir) / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

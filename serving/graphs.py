@@ -1,7 +1,8 @@
 """The serving graphs, in core TensorFlow ops only (the stock `tensorflow/serving` binary runs them).
 
-Audio goes through the training front end (`musicrec.audio.logmel`, tf.signal)
-and the trained encoder, so serving features cannot drift from training ones.
+Audio goes through the training front end (`musicrec.audio.front_ends`: the
+tf.signal log-mel, or musicnn's network) and the trained encoder, so serving
+features cannot drift from training ones.
 A track-level AE is the mean of the encoder's AEs of the back-to-back
 context-length segments of the first 30 s, as `musicrec.trainer.audio_evaluation.track_embeddings`.
 
@@ -17,7 +18,8 @@ import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 
-from musicrec.audio.logmel import DEFAULT, log_mel_spectrogram
+from musicrec.audio.front_ends import LOG_MEL_FRONT_END, FrontEnd
+from musicrec.audio.logmel import DEFAULT
 from musicrec.names import EMBED_USER_SIGNATURE
 from musicrec.trainer.similarity import cosine, unit_vectors
 
@@ -69,24 +71,25 @@ def _finite_rows(values: tf.Tensor, name: str, considered=None) -> tf.Operation:
 
 
 class TrackEmbedding:
-    """Waveforms -> track-level AE with the exported audio encoder (`embed_log_mel` signature)."""
+    """Waveforms -> track-level AE with the exported audio encoder (`embed_log_mel` signature: the
+    front end's frames -> AE) behind its front end (`musicrec.audio.front_ends`)."""
 
-    def __init__(self, embed_log_mel, context_frames: int, config=DEFAULT):
+    def __init__(self, embed_log_mel, context_frames: int, front_end: FrontEnd = LOG_MEL_FRONT_END):
         self._embed_log_mel = embed_log_mel
         self.context_frames = context_frames
-        self.config = config
-        # Shortest audio that gives one full segment (centred frames: 1 + samples // hop).
-        self.min_samples = (context_frames - 1) * config.hop_length
+        self.front_end = front_end
+        self.config = DEFAULT  # the waveform's rate and the 30 s cut are the project's, whatever the front end
+        # Shortest audio that gives one full segment.
+        self.min_samples = front_end.min_samples(context_frames)
 
     def segment_counts(self, num_samples: tf.Tensor) -> tf.Tensor:
-        """Back-to-back segments in each row's first 30 s; the graph form of
-        `musicrec.trainer.audio_input.segment_offsets` (a test checks they agree)."""
+        """Back-to-back log-mel segments in each row's first 30 s; the graph form of
+        `FrontEnd.segment_offsets` (a test checks they agree)."""
         return self.segment_counts_of_frames(1 + num_samples // self.config.hop_length)
 
     def segment_counts_of_frames(self, frames: tf.Tensor) -> tf.Tensor:
-        """Back-to-back segments in the first 30 s of log-mels of `frames` frames."""
-        frames = tf.minimum(frames, self.config.max_frames)
-        return tf.maximum((frames - 1) // (self.context_frames - 1), 1)
+        """Back-to-back segments in the first 30 s of `frames` frames."""
+        return self.front_end.segment_counts(frames, self.context_frames)
 
     def from_waveform(self, waveform, num_samples, sample_rate) -> tf.Tensor:
         """[batch, samples] float32 at 22050 Hz (rows padded past num_samples) -> [batch, d]."""
@@ -101,7 +104,8 @@ class TrackEmbedding:
             _fail_unless(num_samples > 0, "empty audio: num_samples must be positive; got", num_samples),
             _fail_unless(num_samples <= samples, "num_samples cannot exceed the waveform's length of", samples, "; got", num_samples),
             _fail_unless(num_samples >= self.min_samples, f"audio too short: at least {self.min_samples} samples "
-                         f"({self.context_frames} log-mel frames, one context segment) are needed; got", num_samples),
+                         f"({self.context_frames} {self.front_end.name} frames, one context segment) are needed; got",
+                         num_samples),
             _finite_rows(waveform, "waveform samples", considered=real),
         ]
         with tf.control_dependencies(checks):
@@ -111,15 +115,17 @@ class TrackEmbedding:
             # whatever the padding held (NaN included, hence a select and not a product).
             waveform = tf.where(real, waveform, 0.0)
             num_samples = tf.minimum(num_samples, self.config.max_samples)
-        return self.from_log_mel(log_mel_spectrogram(waveform, self.config), self.segment_counts(num_samples))
+        frames, frame_counts = self.front_end.frames(waveform, num_samples)
+        return self.from_log_mel(frames, self.segment_counts_of_frames(frame_counts))
 
     def from_log_mel(self, log_mel, counts) -> tf.Tensor:
-        """[batch, frames, mels] log-mels (rows padded past their own frames) and each row's
+        """[batch, frames, dim] front-end frames (rows padded past their own frames) and each row's
         segment count -> [batch, d]: the mean AE of the row's first `count` segments."""
         most = tf.reduce_max(counts)
-        frames = tf.range(most)[:, None] * (self.context_frames - 1) + tf.range(self.context_frames)  # [most, ctx]
-        segments = tf.gather(log_mel, frames, axis=1)  # [batch, most, ctx, mels]
-        flat = tf.reshape(segments, [-1, self.context_frames, self.config.n_mels])
+        stride = self.front_end.segment_stride(self.context_frames)
+        frames = tf.range(most)[:, None] * stride + tf.range(self.context_frames)  # [most, ctx]
+        segments = tf.gather(log_mel, frames, axis=1)  # [batch, most, ctx, dim]
+        flat = tf.reshape(segments, [-1, self.context_frames, self.front_end.frame_dim])
         embeddings = self._embed_log_mel(log_mel=flat)["audio_embedding"]
         embeddings = tf.reshape(embeddings, [tf.shape(log_mel)[0], most, -1])
         weights = tf.sequence_mask(counts, most, tf.float32)[..., None]

@@ -23,9 +23,9 @@ from musicrec.serving import graphs
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 
 
-def warmup_waveform(context_frames: int) -> np.ndarray:
-    """The shortest audio the embedder takes (one context segment): a fixed A-major chord."""
-    samples = (context_frames - 1) * DEFAULT.hop_length
+def warmup_waveform(samples: int) -> np.ndarray:
+    """`samples` of a fixed A-major chord at 22050 Hz: pass the shortest audio the embedder takes
+    (`TrackEmbedding.min_samples`: one context segment)."""
     t = np.arange(samples) / DEFAULT.sample_rate
     return sum(0.1 * np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)).astype(np.float32)
 

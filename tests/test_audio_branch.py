@@ -17,7 +17,8 @@ from musicrec.trainer.audio_branch import (
     learning_rate,
     softmax_loss,
 )
-from musicrec.trainer.audio_input import Cropper, LogMelStore, segment_offsets
+from musicrec.audio.front_ends import LOG_MEL_FRONT_END, front_end
+from musicrec.trainer.audio_input import Cropper, LogMelStore
 from musicrec.trainer.similarity import cosine, unit_vectors
 from musicrec.data.feedback import feedback_labels
 from musicrec.data.user_examples import history_examples
@@ -49,23 +50,24 @@ def test_cosine_and_losses_match_hand_computed_values():
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-@pytest.mark.parametrize("seconds", [3.0, 10.0])
+@pytest.mark.parametrize("seconds", [3.0, 9.0])
 def test_every_variant_builds_and_gives_one_loss_per_example(variant, seconds):
     config = AudioBranchConfig.variant(variant, context_seconds=seconds)
     model = SiameseAudioModel(config, np.random.default_rng(0).normal(size=(5, 40)).astype(np.float32))
-    frames = config.context_frames
+    frames, dim = config.context_frames, front_end(config.front_end).frame_dim
     batch = {"user": tf.constant([0, 3])}
     if config.loss == "binary":
-        batch.update(track=tf.random.normal([2, frames, 128]), label=tf.constant([1.0, 0.0]))
+        batch.update(track=tf.random.normal([2, frames, dim]), label=tf.constant([1.0, 0.0]))
     else:
-        batch.update(liked=tf.random.normal([2, frames, 128]), disliked=tf.random.normal([2, config.negatives, frames, 128]))
+        batch.update(liked=tf.random.normal([2, frames, dim]), disliked=tf.random.normal([2, config.negatives, frames, dim]))
         if config.needs_liked_mask:  # user 0 liked the first example's track, user 3 the second's
             batch["liked_by"] = tf.constant([[True] + [False] * (2 * config.negatives + 1),
                                              [False] * (config.negatives + 1) + [True] + [False] * config.negatives])
     losses = model.example_losses(batch)
     assert losses.shape == (2,) and np.all(np.isfinite(losses.numpy()))
-    assert model.embed(tf.random.normal([3, frames, 128])).shape == (3, 40)
-    assert frames == {3.0: 130, 10.0: 431}[seconds]
+    assert model.embed(tf.random.normal([3, frames, dim])).shape == (3, 40)
+    assert frames == {("log_mel", 3.0): 130, ("log_mel", 9.0): 388, ("musicnn", 3.0): 1, ("musicnn", 9.0): 3}[
+        config.front_end, seconds]
     assert model.user_vectors.trainable == (variant == "dcue_1vs1")
 
 
@@ -107,9 +109,9 @@ def test_random_crops_stay_inside_each_tracks_first_30_seconds():
     assert np.all(np.diff(crops, axis=1) == 1)  # contiguous frames
     assert np.all(starts + 130 <= np.repeat(lengths, 200))  # never past the track's end (or 30 s = 1292 frames)
     assert starts[200:400].max() > 900  # and the whole range is used
-    assert list(segment_offsets(1292, 130)) == [i * 129 for i in range(10)]  # ten 3 s segments in 30 s
-    assert list(segment_offsets(5000, 431)) == [0, 430, 860]  # three 10 s segments, only the first 30 s
-    assert list(segment_offsets(517, 130)) == [0, 129, 258, 387]  # a 12 s track: four 3 s segments
+    assert list(LOG_MEL_FRONT_END.segment_offsets(1292, 130)) == [i * 129 for i in range(10)]  # ten 3 s segments in 30 s
+    assert list(LOG_MEL_FRONT_END.segment_offsets(5000, 431)) == [0, 430, 860]  # three 10 s segments, only the first 30 s
+    assert list(LOG_MEL_FRONT_END.segment_offsets(517, 130)) == [0, 129, 258, 387]  # a 12 s track: four 3 s segments
 
 
 @pytest.mark.parametrize("protocol", ["per_user", "users", "cold_tracks"])

@@ -30,7 +30,7 @@ from musicrec.serving.repository import ModelRepository, ServingError
 from musicrec.serving.scann_index import recommender_table
 from musicrec.trainer import user_module
 from musicrec.trainer.audio_branch import AudioBranchConfig
-from musicrec.trainer.audio_input import segment_offsets
+from musicrec.audio.front_ends import LOG_MEL_FRONT_END
 from musicrec.trainer.audio_export import export_audio_encoder
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.user_export import read_embeddings, table_queries
@@ -88,7 +88,7 @@ def pipeline_user_branch(dataset, out):
 def reference_embedding(encoder, waveform: np.ndarray) -> np.ndarray:
     """The training-side definition: mean encoder AE over segment_offsets of the first 30 s."""
     log_mel = log_mel_spectrogram(waveform[: DEFAULT.max_samples]).numpy()
-    crops = np.stack([log_mel[s : s + CONTEXT] for s in segment_offsets(len(log_mel), CONTEXT)])
+    crops = np.stack([log_mel[s : s + CONTEXT] for s in LOG_MEL_FRONT_END.segment_offsets(len(log_mel), CONTEXT)])
     return encoder(crops, training=False).numpy().mean(axis=0)
 
 
@@ -109,7 +109,7 @@ def test_segment_counts_match_the_training_segments():
     track = graphs.TrackEmbedding(None, CONTEXT)
     samples = np.array([66048, 66560, 12 * 22050, 30 * 22050, 45 * 22050], np.int32)
     frames = [DEFAULT.num_frames(n / DEFAULT.sample_rate) for n in samples]
-    assert track.segment_counts(tf.constant(samples)).numpy().tolist() == [len(segment_offsets(f, CONTEXT)) for f in frames]
+    assert track.segment_counts(tf.constant(samples)).numpy().tolist() == [len(LOG_MEL_FRONT_END.segment_offsets(f, CONTEXT)) for f in frames]
     assert track.min_samples == 66048 and DEFAULT.num_frames(66048 / 22050) == CONTEXT
 
 

@@ -15,12 +15,18 @@ Table 1 models and the later variants are configurations of it:
 | metric_1vs4_hard      | UE (frozen)              | 1 liked, 4 disliked + 4 mined in the batch | cosine hinge        |
 | metric_1vs4_refined   | UE, then refined per user on its training pairs | 1 liked, 4 disliked | cosine hinge  |
 | metric_1vs4_genre     | as metric_1vs4_refined   | 1 liked, 4 disliked     | cosine hinge + 2 x genre softmax on the AE |
+| metric_1vs4_genre_musicnn | as metric_1vs4_genre | musicnn patch features  | as metric_1vs4_genre; Adam             |
 
 Each later variant changes one thing of Metric-1vs4, so each is measured
 against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
 user_vector="adapted_ue", augment=True)`). Every variant exports the same
-serving graph: log-mel -> AE, scored by cosine against a UE table (the
-adapted variant's table is the UEs through its map: `SiameseAudioModel.adapt`).
+serving graph: the front end's frames -> AE, scored by cosine against a UE
+table (the adapted variant's table is the UEs through its map:
+`SiameseAudioModel.adapt`).
+
+The front end (`front_end`, `musicrec.audio.front_ends`) is what the encoder
+reads: log-mel frames under the CNN below, or musicnn's pretrained MSD
+features per 3 s patch (frozen) under a small dense head.
 
 The genre head (`class_weight`) is a training signal only: a linear softmax
 over the training tracks' genre (the pair examples' `genre` column) on the
@@ -53,7 +59,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from musicrec.audio.logmel import DEFAULT
+from musicrec.audio import front_ends
 from musicrec.trainer.similarity import cosine
 
 VARIANTS: Dict[str, dict] = {
@@ -72,8 +78,13 @@ VARIANTS: Dict[str, dict] = {
     # class_weight 2: of 0.5, 1, 2 and 4 measured on every robustness world (docs/robustness.md),
     # the best for new releases of overlapping styles, within ~0.01 of 0.5 elsewhere.
     "metric_1vs4_genre": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True, class_weight=2.0),
+    # The same objective on a pretrained front end: musicnn's frozen MSD features per 3 s patch
+    # under a small trainable head (Adam, as a head on fixed features trains; docs/robustness.md).
+    "metric_1vs4_genre_musicnn": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True, class_weight=2.0,
+                                      front_end="musicnn", optimizer="adam", learning_rate=1e-3),
 }
 LR_SCHEDULES = ("inverse_time", "cosine")
+OPTIMIZERS = ("sgd", "adam")
 USER_VECTORS = ("ue", "adapted_ue", "lookup")
 LOSSES = ("hinge", "softmax", "binary", "infonce")
 PAPER_NAMES = {
@@ -85,6 +96,7 @@ VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the
     "metric_1vs4_augmented": "Metric-1vs4 + augmentation", "metric_1vs4_hard": "Metric-1vs4 + hard negatives",
     "metric_1vs4_refined": "Metric-1vs4 + user refinement",
     "metric_1vs4_genre": "Metric-1vs4 + user refinement + genre head",
+    "metric_1vs4_genre_musicnn": "Metric-1vs4 + user refinement + genre head, musicnn front end",
 }
 EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
 # The genre head scores unit AEs: cosines in [-1, 1] times this scale (temperature 0.1), so
@@ -114,8 +126,14 @@ class AudioBranchConfig:
     augment_tilt_db: float = 6.0
     context_seconds: float = 3.0
     embedding_dim: int = 40
+    # What the encoder reads (`musicrec.audio.front_ends`): "log_mel" frames under the CNN below,
+    # or "musicnn": pretrained, frozen musicnn features per 3 s patch under a small dense head.
+    front_end: str = "log_mel"
     conv_widths: Tuple[int, ...] = (64, 128, 128, 192, 256)
     kernel_size: int = 3
+    head_units: int = 256  # the musicnn head: dropout, Dense(head_units, ReLU), dropout, Dense(embedding_dim)
+    head_dropout: float = 0.2
+    optimizer: str = "sgd"  # "sgd" (the paper's, with momentum below) | "adam"
     learning_rate: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
@@ -144,7 +162,9 @@ class AudioBranchConfig:
 
     def __post_init__(self):
         for field, value, allowed in (("user_vector", self.user_vector, USER_VECTORS), ("loss", self.loss, LOSSES),
-                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+                                      ("optimizer", self.optimizer, OPTIMIZERS),
+                                      ("front_end", self.front_end, tuple(front_ends.FRONT_ENDS))):
             if value not in allowed:
                 raise ValueError(f"{field} must be one of {allowed}, not {value!r}")
         if (self.loss == "binary") != (self.negatives == 0) and self.loss != "infonce":
@@ -156,6 +176,9 @@ class AudioBranchConfig:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
         if self.class_weight and self.loss == "binary":
             raise ValueError("the genre head (class_weight) is trained beside the triplet losses, not the binary one")
+        if self.augment and self.front_end != "log_mel":
+            raise ValueError("augment draws gain and EQ tilt on log-mel crops; the musicnn front end's features are not log-mels")
+        self.context_frames  # a context the front end cannot cut is an error now, not at training
 
     @classmethod
     def variant(cls, name: str, **overrides) -> "AudioBranchConfig":
@@ -165,7 +188,7 @@ class AudioBranchConfig:
 
     @property
     def context_frames(self) -> int:
-        return DEFAULT.num_frames(self.context_seconds)
+        return front_ends.front_end(self.front_end).num_frames(self.context_seconds)
 
     @property
     def needs_liked_mask(self) -> bool:
@@ -173,9 +196,17 @@ class AudioBranchConfig:
         return self.loss == "infonce" or self.hard_negatives > 0
 
 
-def build_audio_encoder(config: AudioBranchConfig, n_mels: int = DEFAULT.n_mels) -> keras.Model:
-    """log-mel [batch, frames, mels] -> AE [batch, embedding_dim]."""
-    layers = [keras.layers.InputLayer(input_shape=(None, n_mels)), keras.layers.BatchNormalization(name="input_norm")]
+def build_audio_encoder(config: AudioBranchConfig) -> keras.Model:
+    """The front end's frames [batch, frames, frame_dim] -> AE [batch, embedding_dim]."""
+    if config.front_end == "musicnn":
+        return _build_feature_head(config)
+    return _build_cnn(config)
+
+
+def _build_cnn(config: AudioBranchConfig) -> keras.Model:
+    """log-mel [batch, frames, mels]: the DCUE-style CNN described in the module docstring."""
+    layers = [keras.layers.InputLayer(input_shape=(None, front_ends.LOG_MEL_FRONT_END.frame_dim)),
+              keras.layers.BatchNormalization(name="input_norm")]
     for i, width in enumerate(config.conv_widths):
         layers += [
             keras.layers.Conv1D(width, config.kernel_size, padding="same", use_bias=False, name=f"conv{i + 1}"),
@@ -188,6 +219,22 @@ def build_audio_encoder(config: AudioBranchConfig, n_mels: int = DEFAULT.n_mels)
         keras.layers.Dense(config.embedding_dim, name="audio_embedding"),  # no ReLU: the embedding layer
     ]
     return keras.Sequential(layers, name="audio_encoder")
+
+
+def _build_feature_head(config: AudioBranchConfig) -> keras.Model:
+    """Pretrained patch features [batch, patches, dim] -> AE: one small MLP per patch (batch norm
+    of the inputs, as the CNN's, then dropout, a ReLU layer, dropout, the linear embedding),
+    averaged over the patches. The features are fixed, so only this head trains: a minute's work
+    where the CNN takes ten, and what a pretrained front end needs to join the metric space."""
+    return keras.Sequential([
+        keras.layers.InputLayer(input_shape=(None, front_ends.front_end(config.front_end).frame_dim)),
+        keras.layers.BatchNormalization(name="input_norm"),
+        keras.layers.Dropout(config.head_dropout, name="input_dropout"),
+        keras.layers.Dense(config.head_units, activation="relu", name="hidden"),
+        keras.layers.Dropout(config.head_dropout, name="hidden_dropout"),
+        keras.layers.Dense(config.embedding_dim, name="audio_embedding"),  # no ReLU: the embedding layer
+        keras.layers.GlobalAveragePooling1D(name="time_pool"),
+    ], name="audio_encoder")
 
 
 def hinge_loss(liked: tf.Tensor, disliked: tf.Tensor, margin: float) -> tf.Tensor:
@@ -328,6 +375,8 @@ def learning_rate(config: AudioBranchConfig, total_steps: int) -> keras.optimize
 
 
 def build_optimizer(config: AudioBranchConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """SGD with Nesterov momentum, as the paper, on the configured learning-rate schedule."""
+    """SGD with Nesterov momentum, as the paper, or Adam, on the configured learning-rate schedule."""
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=learning_rate(config, total_steps))
     return keras.optimizers.SGD(learning_rate=learning_rate(config, total_steps), momentum=config.momentum,
                                 nesterov=config.nesterov)

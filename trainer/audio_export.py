@@ -7,6 +7,7 @@ track AE tables baked in.
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -16,7 +17,8 @@ from etils import epath
 
 from musicrec import storage
 from musicrec.names import (
-    ADAPT_USER_SIGNATURE, AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, REFINED_USERS_FILE, SCORE_EXAMPLES_SIGNATURE,
+    ADAPT_USER_SIGNATURE, AUDIO_ENCODER_DIR, EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE, REFINED_USERS_FILE,
+    SCORE_EXAMPLES_SIGNATURE,
 )
 from musicrec.trainer.audio_training import TrainedAudioBranch
 from musicrec.trainer.similarity import cosine
@@ -61,13 +63,14 @@ class PairScorer(tf.Module):
 
 
 def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairScorer] = None) -> epath.Path:
-    """SavedModel at `path`: `embed_log_mel` (also `serving_default`): log-mel [batch, frames, 128]
-    -> AE [batch, 40]; with a scorer also `score_examples` (the signature TFMA evaluates); with
-    a UE adapter also `adapt_user_embedding`: UE [batch, 40] -> the vector AEs are scored
-    against, for any user (new ones too), so a UE table can be adapted where it is built.
+    """SavedModel at `path`: `embed_log_mel` (also `serving_default`): the front end's frames
+    [batch, frames, dim] (log-mel: 128 bands; musicnn: 753 features per patch) -> AE [batch, 40];
+    with a scorer also `score_examples` (the signature TFMA evaluates); with a UE adapter also
+    `adapt_user_embedding`: UE [batch, 40] -> the vector AEs are scored against, for any user
+    (new ones too), so a UE table can be adapted where it is built. MODEL_INFO_FILE records
+    the front end and the context frames.
 
-    Serving (the audio_embedder) puts decoding and the log-mel front end in
-    front of `embed_log_mel`.
+    Serving (the audio_embedder) puts decoding and the front end in front of `embed_log_mel`.
     """
     encoder = trained.model.encoder
     embed = tf.function(
@@ -88,7 +91,25 @@ def export_audio_model(trained: TrainedAudioBranch, path, scorer: Optional[PairS
             input_signature=[tf.TensorSpec([None, adapter.kernel.shape[0]], tf.float32, name="user_embedding")],
         )
     tf.saved_model.save(module, str(path), signatures=signatures)
+    config = getattr(trained, "config", None)
+    if config is not None:
+        # What a reader of the bare encoder needs to feed it (the Trainer's run_fn adds the rest).
+        write_model_info(path, {"front_end": config.front_end, "context_frames": config.context_frames})
     return storage.path(path)
+
+
+def audio_model_front_end(model_dir) -> str:
+    """The front end an audio-branch export reads, from its MODEL_INFO_FILE (log-mel for exports
+    older than front ends, which have none or lack the key)."""
+    path = storage.path(model_dir) / MODEL_INFO_FILE
+    return json.loads(path.read_text()).get("front_end", "log_mel") if path.exists() else "log_mel"
+
+
+def write_model_info(model_dir, info: dict) -> None:
+    """`info` as the SavedModel's MODEL_INFO_FILE (JSON in assets.extra, beside the graph)."""
+    path = storage.path(model_dir) / MODEL_INFO_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def write_refined_users(trained: TrainedAudioBranch, model_dir) -> Optional[epath.Path]:

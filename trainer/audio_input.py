@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from musicrec.audio import front_ends
 from musicrec.audio.logmel import DEFAULT
 from musicrec.audio.records import parse_example
 
@@ -32,6 +33,8 @@ class LogMelCatalogue:
 
     track_ids: np.ndarray
     lengths: np.ndarray  # int32 [tracks]: frames actually present
+    # Whose frames these are (`musicrec.audio.front_ends`): log-mel frames, or musicnn patch features.
+    front_end: str = "log_mel"
 
     def rows(self, track_ids) -> np.ndarray:
         index = pd.Index(self.track_ids)
@@ -53,17 +56,18 @@ class LogMelStore(LogMelCatalogue):
     log_mels: np.ndarray = None  # float16 [tracks, max_frames, n_mels]
 
     @classmethod
-    def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray]) -> "LogMelStore":
+    def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray], front_end: str = "log_mel") -> "LogMelStore":
         if not len(arrays):
             raise ValueError("no log-mel features to load")
         frames = max(a.shape[0] for a in arrays)
         stacked = np.full((len(arrays), frames, arrays[0].shape[1]), np.float16(FLOOR_DB), dtype=np.float16)
         for i, array in enumerate(arrays):
             stacked[i, : array.shape[0]] = array
-        return cls(np.asarray(track_ids, dtype=object), np.asarray([a.shape[0] for a in arrays], np.int32), stacked)
+        return cls(np.asarray(track_ids, dtype=object), np.asarray([a.shape[0] for a in arrays], np.int32),
+                   front_end=front_end, log_mels=stacked)
 
     @classmethod
-    def from_tfrecords(cls, file_patterns: Iterable[str]) -> "LogMelStore":
+    def from_tfrecords(cls, file_patterns: Iterable[str], front_end: str = "log_mel") -> "LogMelStore":
         files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
         if not files:
             raise FileNotFoundError(f"no log-mel TFRecords match {list(file_patterns)}")
@@ -72,7 +76,7 @@ class LogMelStore(LogMelCatalogue):
             ids.append(record["track_id"].numpy().decode())
             arrays.append(record["log_mel"].numpy().astype(np.float16))
         order = np.argsort(ids)
-        return cls.from_arrays([ids[i] for i in order], [arrays[i] for i in order])
+        return cls.from_arrays([ids[i] for i in order], [arrays[i] for i in order], front_end)
 
 
 class Cropper:
@@ -134,19 +138,6 @@ class OpSeeds:
     def next(self) -> Optional[int]:
         self._count += 1
         return None if self._seed is None else self._seed * 64 + self._count
-
-
-def segment_offsets(length: int, context_frames: int, max_frames: int = DEFAULT.max_frames) -> np.ndarray:
-    """Starts of the back-to-back context-length segments within the first 30 s.
-
-    Centred frames put one frame on each end of an excerpt (3 s = 130 frames
-    spanning 129 hops), so consecutive segments share their boundary frame and
-    30 s holds exactly ten 3 s segments or three 10 s ones.
-    """
-    usable = min(length, max_frames)
-    stride = context_frames - 1
-    count = max((usable - 1) // stride, 1)
-    return np.arange(count, dtype=np.int32) * stride
 
 
 @dataclasses.dataclass
@@ -258,10 +249,12 @@ def binary_dataset(examples: TrainingExamples, cropper: Cropper, batch_size: int
 
 
 def track_segments(store: LogMelStore, context_frames: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(track row, offset) of every non-overlapping segment of every track's first 30 s."""
+    """(track row, offset) of every back-to-back segment of every track's first 30 s (the store's
+    front end says how segments meet)."""
+    segments = front_ends.front_end(store.front_end)
     rows, offsets = [], []
     for row, length in enumerate(store.lengths):
-        starts = segment_offsets(int(length), context_frames)
+        starts = segments.segment_offsets(int(length), context_frames)
         rows.append(np.full(len(starts), row, np.int32))
         offsets.append(starts)
     return np.concatenate(rows), np.concatenate(offsets)

@@ -17,12 +17,12 @@ import pandas as pd
 from musicrec import storage
 from musicrec.data.audio_pairs import AudioPairs, read_pair_examples
 from musicrec.data.user_examples import read_user_examples
-from musicrec.names import MODEL_INFO_FILE, USER_TOWER_DIR
+from musicrec.names import USER_TOWER_DIR
 from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.audio_data import UserVectors, usable_pairs
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked, fit_calibration, pair_scores, track_embeddings
-from musicrec.trainer.audio_export import PairScorer, export_audio_model, write_refined_users
-from musicrec.trainer.log_mel_shards import open_log_mels
+from musicrec.trainer.audio_export import PairScorer, export_audio_model, write_model_info, write_refined_users
+from musicrec.trainer.log_mel_shards import feature_files, open_log_mels
 from musicrec.trainer.audio_training import train_audio_branch
 
 REPORT_FILE = "audio_branch_report.json"
@@ -47,7 +47,8 @@ def run_fn(fn_args) -> None:
     branch = dict(custom.get("audio_branch", {}))
     variant = branch.pop("variant", None)
     config = AudioBranchConfig.variant(variant, **branch) if variant else AudioBranchConfig(**branch)
-    store = open_log_mels([storage.join(custom["log_mel_uri"], "log_mel-*")], config.log_mel_memory_mb)
+    store = open_log_mels([feature_files(custom["log_mel_uri"], config.front_end)], config.log_mel_memory_mb,
+                          config.front_end)
     queries = read_user_examples([storage.join(custom["user_queries_uri"], "*")])
     users = UserVectors.from_user_tower(storage.join(fn_args.base_model, USER_TOWER_DIR), queries)
     frames = pd.concat([
@@ -64,13 +65,13 @@ def run_fn(fn_args) -> None:
     model_dir = export_audio_model(trained, fn_args.serving_model_dir, scorer)
     info = {
         "variant": variant, "config": dataclasses.asdict(config), "context_frames": config.context_frames,
+        "front_end": config.front_end,
         "calibration": {"slope": slope, "intercept": intercept},
         "validation": evaluate_liked_disliked(trained, pairs, store, test_split="validation", track_ae=track_ae),
         "segments_per_second": trained.segments_per_second,
         "training": trained.training_summary(),
     }
-    (model_dir / MODEL_INFO_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (model_dir / MODEL_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_model_info(model_dir, info)
     write_refined_users(trained, model_dir)
     report_dir = storage.path(fn_args.model_run_dir)
     report_dir.mkdir(parents=True, exist_ok=True)

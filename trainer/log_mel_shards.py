@@ -37,6 +37,7 @@ import tensorflow as tf
 
 import musicrec
 from musicrec import storage
+from musicrec.audio import front_ends
 from musicrec.audio.records import encode_example, parse_example, parse_index
 from musicrec.trainer.audio_input import FLOOR_DB, LogMelCatalogue, LogMelStore
 
@@ -56,7 +57,7 @@ class LogMelShards(LogMelCatalogue):
     budget_bytes: int = 0
 
     @classmethod
-    def scan(cls, files: List[str], budget_bytes: int) -> "LogMelShards":
+    def scan(cls, files: List[str], budget_bytes: int, front_end: str = "log_mel") -> "LogMelShards":
         """Reads every record's id and shape (not its log-mel) once: memory grows with the number
         of tracks, never with their audio."""
         ids, lengths, file_of, n_mels = [], [], [], 0
@@ -70,7 +71,7 @@ class LogMelShards(LogMelCatalogue):
             raise ValueError(f"no log-mel records in {len(files)} files")
         order = np.argsort(ids)
         return cls(np.asarray(ids, dtype=object)[order], np.concatenate(lengths).astype(np.int32)[order],
-                   files=list(files), file_of_track=np.concatenate(file_of)[order], n_mels=n_mels,
+                   front_end=front_end, files=list(files), file_of_track=np.concatenate(file_of)[order], n_mels=n_mels,
                    budget_bytes=budget_bytes)
 
     def block_bytes(self, files: Iterable[int]) -> int:
@@ -112,13 +113,14 @@ class LogMelShards(LogMelCatalogue):
         for record in tf.data.TFRecordDataset([self.files[i] for i in block]).map(parse_example):
             i = position[record["track_id"].numpy().decode()]
             log_mels[i, : lengths[i]] = record["log_mel"].numpy()
-        return LogMelStore(self.track_ids[members], lengths, log_mels)
+        return LogMelStore(self.track_ids[members], lengths, front_end=self.front_end, log_mels=log_mels)
 
 
 def write_shards(store: LogMelStore, folder, count: int) -> List[str]:
     """Writes the store's log-mels as `count` TFRecord shards (tracks dealt round-robin, as Beam
     spreads records), in the feature component's format: re-shards features into smaller files."""
-    files = [storage.join(folder, f"log_mel-{i:05d}-of-{count:05d}.tfrecord") for i in range(count)]
+    prefix = front_ends.front_end(store.front_end).shard_prefix
+    files = [storage.join(folder, f"{prefix}-{i:05d}-of-{count:05d}.tfrecord") for i in range(count)]
     writers = [tf.io.TFRecordWriter(f) for f in files]
     for row, track in enumerate(store.track_ids):
         writers[row % count].write(encode_example(track, store.log_mels[row, : store.lengths[row]]))
@@ -127,9 +129,14 @@ def write_shards(store: LogMelStore, folder, count: int) -> List[str]:
     return files
 
 
-def open_log_mels(file_patterns: Iterable[str], memory_mb: float) -> LogMels:
-    """All log-mels in memory when their shards fit `memory_mb` (the fast path), else the shards'
-    index, read in blocks of at most `memory_mb`."""
+def feature_files(features_dir, front_end_name: str = "log_mel") -> str:
+    """The pattern of a feature folder's shards of one front end's frames."""
+    return storage.join(features_dir, front_ends.front_end(front_end_name).shard_prefix + "-*")
+
+
+def open_log_mels(file_patterns: Iterable[str], memory_mb: float, front_end: str = "log_mel") -> LogMels:
+    """All log-mels (or the front end's frames) in memory when their shards fit `memory_mb` (the
+    fast path), else the shards' index, read in blocks of at most `memory_mb`."""
     files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no log-mel TFRecords match {list(file_patterns)}")
@@ -137,8 +144,8 @@ def open_log_mels(file_patterns: Iterable[str], memory_mb: float) -> LogMels:
     # A shard's size is its float16 payload plus a few bytes per record: the in-memory store
     # needs about that much (plus padding), so the sizes decide without reading the data.
     if sum(tf.io.gfile.stat(f).length for f in files) <= budget:
-        return LogMelStore.from_tfrecords(files)
-    shards = LogMelShards.scan(files, budget)
+        return LogMelStore.from_tfrecords(files, front_end)
+    shards = LogMelShards.scan(files, budget, front_end)
     logging.info("%s log-mels: %d tracks in %d shards exceed %.0f MB; reading them in %d blocks",
                  musicrec.LOG_TAG, len(shards.track_ids), len(files), memory_mb, len(shards.blocks()))
     return shards

@@ -40,10 +40,13 @@ def AudioFeatures(
     quarantine: OutputArtifact[AudioQuarantine],
     beam_pipeline: BeamComponentParameter[beam.Pipeline] = None,
     dataset_fingerprint: Parameter[str] = "",
+    extra_front_ends: Parameter[str] = "",
 ) -> None:
     """Decodes every track's audio, resamples to 22050 Hz mono, and writes the log-mel of its
     first 30 s; audio that is missing, unreadable, silent or shorter than `min_seconds` is
-    quarantined with its status (the report lists each file)."""
+    quarantined with its status (the report lists each file). `extra_front_ends`: comma-separated
+    other front ends (`musicrec.audio.front_ends`, e.g. "musicnn") whose frames are written too,
+    as `<shard prefix>-*` beside the log-mels, for an audio branch that reads them."""
     del code_fingerprint, dataset_fingerprint  # only in the cache key (the second set by the driver at run time)
     tracks = load_with_adapter(dataset_dir, dataset_adapter).audio_files()
     if not tracks:
@@ -51,7 +54,8 @@ def AudioFeatures(
     logging.info("%s audio features: extracting log-mels of %d tracks", musicrec.LOG_TAG, len(tracks))
     started = time.monotonic()
     with beam_pipeline as pipeline:
-        transforms.write_features(pipeline, tracks, features.uri, min_seconds=min_seconds)
+        transforms.write_features(pipeline, tracks, features.uri, min_seconds=min_seconds,
+                                  extra_front_ends=[name for name in extra_front_ends.split(",") if name])
     report = transforms.read_feature_report(features.uri, time.monotonic() - started)
     _move_quarantine(storage.path(features.uri), storage.path(quarantine.uri))
     (storage.path(quarantine.uri) / REPORT_FILE).write_text(report.format() + "\n")

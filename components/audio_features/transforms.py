@@ -27,6 +27,7 @@ from etils import epath
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from musicrec import storage
 from musicrec.audio import decode
+from musicrec.audio.front_ends import FRONT_ENDS, LOG_MEL_FRONT_END, front_end
 from musicrec.audio.logmel import DEFAULT, LogMelConfig
 
 METRICS_NAMESPACE = "musicrec.audio_features"
@@ -44,9 +45,11 @@ TRACKS_PER_SHARD = 500
 
 
 class _ExtractLogMelFn(beam.DoFn):
-    def __init__(self, config: LogMelConfig, min_seconds: float, progress_every_s: float = 10.0):
+    def __init__(self, config: LogMelConfig, min_seconds: float, progress_every_s: float = 10.0,
+                 extra_front_ends: Sequence[str] = ()):
         self._config = config
         self._min_seconds = min_seconds
+        self._extra_front_ends = tuple(extra_front_ends)
         self._progress_every_s = progress_every_s
         self._counters = {status: beam.metrics.Metrics.counter(METRICS_NAMESPACE, status) for status in ("ok",) + decode.AUDIO_STATUSES}
 
@@ -62,6 +65,9 @@ class _ExtractLogMelFn(beam.DoFn):
             lambda waveform: log_mel_spectrogram(waveform, config),
             input_signature=[tf.TensorSpec([None], tf.float32)],
         )
+        # Other front ends' frames from the same decoded waveform (e.g. musicnn's patch features,
+        # for an audio branch that reads them): one traced graph each, built once per worker.
+        self._extra = {name: front_end(name).track_frames() for name in self._extra_front_ends}
         self._done = 0
         self._started = self._last_report = time.monotonic()
 
@@ -80,10 +86,14 @@ class _ExtractLogMelFn(beam.DoFn):
             )
             return
         log_mel = self._log_mel(waveform).numpy()
+        extra = {name: frames(waveform).numpy() for name, frames in self._extra.items()}
         self._counters["ok"].inc()
         self._report_progress()
-        yield beam.pvalue.TaggedOutput(INDEX, {"track_id": track_id, "frames": int(log_mel.shape[0])})
+        yield beam.pvalue.TaggedOutput(INDEX, {"track_id": track_id, "frames": int(log_mel.shape[0]),
+                                               **{f"{name}_frames": int(f.shape[0]) for name, f in extra.items()}})
         yield encode_example(track_id, log_mel)
+        for name, frames in extra.items():
+            yield beam.pvalue.TaggedOutput(name, encode_example(track_id, frames))
 
     def _report_progress(self):
         self._done += 1
@@ -98,19 +108,21 @@ class ExtractLogMel(beam.PTransform):
     """decode.AudioFile -> serialized tf.Example; quarantine and index records on the side.
 
     Returns a DoOutputsTuple with the main output (serialized examples),
-    `QUARANTINE` (dicts: track_id, path, status, detail) and `INDEX` (dicts:
-    track_id, frames).
+    `QUARANTINE` (dicts: track_id, path, status, detail), `INDEX` (dicts:
+    track_id, frames, and `<front end>_frames` per extra front end) and one
+    output per extra front end (`extra_front_ends`, e.g. "musicnn"): the same
+    records holding that front end's frames.
     """
 
-    def __init__(self, config: LogMelConfig = DEFAULT, min_seconds: float = 3.0):
+    def __init__(self, config: LogMelConfig = DEFAULT, min_seconds: float = 3.0, extra_front_ends: Sequence[str] = ()):
         super().__init__()
         self._config = config
         self._min_seconds = min_seconds
+        self.extra_front_ends = tuple(name for name in extra_front_ends if name != LOG_MEL_FRONT_END.name)
 
     def expand(self, tracks):
-        return tracks | beam.ParDo(_ExtractLogMelFn(self._config, self._min_seconds)).with_outputs(
-            QUARANTINE, INDEX, main="features"
-        )
+        fn = _ExtractLogMelFn(self._config, self._min_seconds, extra_front_ends=self.extra_front_ends)
+        return tracks | beam.ParDo(fn).with_outputs(QUARANTINE, INDEX, *self.extra_front_ends, main="features")
 
 
 @dataclasses.dataclass
@@ -137,14 +149,20 @@ class FeatureReport:
 
 
 def write_features(pipeline: beam.Pipeline, tracks: Sequence[decode.AudioFile], output_dir,
-                   config: LogMelConfig = DEFAULT, min_seconds: float = 3.0) -> None:
-    """Adds the extraction to `pipeline`: log-mel TFRecords, the quarantine list and the index
-    under `output_dir`. The standalone job below and the pipeline's component both use it."""
+                   config: LogMelConfig = DEFAULT, min_seconds: float = 3.0, extra_front_ends: Sequence[str] = ()) -> None:
+    """Adds the extraction to `pipeline`: log-mel TFRecords (and each extra front end's, as
+    `<shard prefix>-*`), the quarantine list and the index under `output_dir`. The standalone job
+    below and the pipeline's component both use it."""
     output_dir = storage.path(output_dir)
-    outputs = pipeline | "Tracks" >> beam.Create(list(tracks)) | "ExtractLogMel" >> ExtractLogMel(config, min_seconds)
+    extraction = ExtractLogMel(config, min_seconds, extra_front_ends)
+    outputs = pipeline | "Tracks" >> beam.Create(list(tracks)) | "ExtractLogMel" >> extraction
+    shards = -(-len(tracks) // TRACKS_PER_SHARD)
     _ = outputs.features | "WriteFeatures" >> beam.io.WriteToTFRecord(
-        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord", num_shards=-(-len(tracks) // TRACKS_PER_SHARD)
+        str(output_dir / FEATURES_PREFIX), file_name_suffix=".tfrecord", num_shards=shards
     )
+    for name in extraction.extra_front_ends:
+        _ = outputs[name] | f"Write{name.title()}Features" >> beam.io.WriteToTFRecord(
+            str(output_dir / front_end(name).shard_prefix), file_name_suffix=".tfrecord", num_shards=shards)
     for tag, name in ((QUARANTINE, QUARANTINE_FILE), (INDEX, INDEX_FILE)):
         _ = (
             outputs[tag]
@@ -173,7 +191,8 @@ def read_feature_report(output_dir, seconds: float) -> FeatureReport:
 def clear_outputs(output_dir) -> epath.Path:
     output_dir = storage.path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    for stale in list(output_dir.glob(FEATURES_PREFIX + "-*")) + [output_dir / QUARANTINE_FILE, output_dir / INDEX_FILE]:
+    features = [f for front in FRONT_ENDS.values() for f in output_dir.glob(front.shard_prefix + "-*")]
+    for stale in features + [output_dir / QUARANTINE_FILE, output_dir / INDEX_FILE]:
         stale.unlink(missing_ok=True)  # shard counts vary between runs
     return output_dir
 
@@ -184,6 +203,7 @@ def extract_features(
     config: LogMelConfig = DEFAULT,
     min_seconds: float = 3.0,
     beam_args: Optional[Sequence[str]] = None,
+    extra_front_ends: Sequence[str] = (),
 ) -> FeatureReport:
     """Runs ExtractLogMel as a standalone Beam pipeline; writes TFRecords, quarantine list and index."""
     output_dir = clear_outputs(output_dir)
@@ -192,6 +212,6 @@ def extract_features(
         raise ValueError("no tracks to extract features from")
     started = time.monotonic()
     pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args or [])))
-    write_features(pipeline, tracks, output_dir, config, min_seconds)
+    write_features(pipeline, tracks, output_dir, config, min_seconds, extra_front_ends)
     pipeline.run().wait_until_finish()
     return read_feature_report(output_dir, time.monotonic() - started)

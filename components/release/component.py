@@ -26,7 +26,6 @@ from tfx.types.standard_artifacts import PushedModel
 import musicrec
 from musicrec import storage
 from musicrec.components.artifacts import AudioQuarantine, LogMelFeatures
-from musicrec.components.audio_features.transforms import FEATURES_PREFIX
 from musicrec.components.release import transforms
 from musicrec.data.adapters import load_with_adapter
 
@@ -97,7 +96,7 @@ def ReleaseInference(
                  f"{model.num_users:,}", version_dir, model.ranking)
     started = time.monotonic()
     with beam_pipeline as pipeline:
-        records = pipeline | "ReadLogMels" >> beam.io.ReadFromTFRecord(str(storage.path(features.uri) / f"{FEATURES_PREFIX}-*"))
+        records = pipeline | "ReadFeatures" >> beam.io.ReadFromTFRecord(model_features(features.uri, model.front_end))
         ranked = records | "RankUsers" >> transforms.RankUsers(str(version_dir), config.top_users, scann_index)
         transforms.write_lists(ranked, artists, config, release.uri)
     seconds = time.monotonic() - started
@@ -110,6 +109,20 @@ def ReleaseInference(
     logging.info("%s release: %d tracks ranked in %.1f s (%.1f tracks/min); %d of %d users have new tracks",
                  musicrec.LOG_TAG, summary["tracks_ranked"], seconds, summary["tracks_per_minute"],
                  summary["users_reached"], model.num_users)
+
+
+def model_features(features_uri: str, front_end: str) -> str:
+    """The pattern of the release features the pushed model reads (its front end's frames)."""
+    import tensorflow as tf
+
+    from musicrec.trainer.log_mel_shards import feature_files
+
+    pattern = feature_files(features_uri, front_end)
+    if not tf.io.gfile.glob(pattern):
+        raise ValueError(f"the release features in {features_uri} hold no {front_end} frames, which the pushed model "
+                         "reads: the release pipeline extracts the front ends of the training config's variant, so "
+                         "release with the training config the model was trained with")
+    return pattern
 
 
 def release_summary(counts: dict, version_dir: epath.Path, model: transforms.PushedRecommender,

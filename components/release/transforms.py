@@ -37,6 +37,7 @@ import pyarrow as pa
 
 import musicrec
 from musicrec import storage
+from musicrec.audio import front_ends
 from musicrec.names import EMBED_LOG_MEL_SIGNATURE, MODEL_INFO_FILE
 
 METRICS_NAMESPACE = "musicrec.release"
@@ -79,8 +80,10 @@ class PushedRecommender:
             raise ValueError(f"{self.version_dir} has no {MODEL_INFO_FILE}: it was pushed by an older musicrec; "
                              "push the model again (musicrec run, or export-serving)")
         info = json.loads(info_file.read_text())
+        self.front_end = info.get("front_end", "log_mel")  # pushed before front ends had names: log-mel
         model = tf.saved_model.load(str(self.version_dir))
-        self.track = graphs.TrackEmbedding(model.encoder.signatures[EMBED_LOG_MEL_SIGNATURE], info["context_frames"])
+        self.track = graphs.TrackEmbedding(model.encoder.signatures[EMBED_LOG_MEL_SIGNATURE], info["context_frames"],
+                                           front_ends.front_end(self.front_end))
         self._recommend = model.signatures[graphs.RECOMMEND_EMBEDDING]
         self.max_k, self.num_users = int(info["max_k"]), int(info["users"])
         self.user_ids = model.index.user_ids.numpy().astype(str)
@@ -103,7 +106,8 @@ class PushedRecommender:
                              f"(max_k {self.max_k}); ask for fewer, or export with a larger --max-k")
 
     def embed(self, log_mels: Sequence[np.ndarray]) -> np.ndarray:
-        """[frames_i, mels] log-mels -> [n, d] track AEs, as the serving graph computes them."""
+        """[frames_i, dim] stored frames of the model's front end (log-mels, or musicnn's patch
+        features) -> [n, d] track AEs, as the serving graph computes them."""
         import tensorflow as tf
 
         frames = np.array([len(m) for m in log_mels], np.int32)

@@ -65,7 +65,7 @@ def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_
     pushed = export_serving_models(
         audio_encoder_dir=audio_dir, user_tower_dir=user_dir / USER_TOWER_DIR,
         user_embeddings_path=user_dir / USER_EMBEDDINGS_FILE, base_path=serving_base_path, version=version,
-        context_frames=info["context_frames"],
+        context_frames=info["context_frames"], front_end=info.get("front_end", "log_mel"),  # older models: log-mel
     )
     logging.info("%s push: version %d of %s under %s", musicrec.LOG_TAG, version, ", ".join(pushed), serving_base_path)
     return version, pushed

@@ -1,0 +1,122 @@
+"""The audio branch's front ends: what turns a waveform into the frames its encoder reads.
+
+A front end maps the first 30 s of a 22050 Hz waveform to a sequence of
+feature frames. The feature component stores those frames per track, the
+trainer crops context-length segments of them, and the serving graphs
+compute them from the request's waveform, all through this one definition:
+
+| name      | frame                                             | dim | frames in 30 s | 3 s context |
+|-----------|---------------------------------------------------|-----|----------------|-------------|
+| `log_mel` | one 23 ms log-mel frame (`musicrec.audio.logmel`) | 128 | 1292           | 130 frames  |
+| `musicnn` | musicnn's MSD max_pool vector of one 3 s patch,   | 753 | 10             | 1 patch     |
+|           | pretrained and frozen (`musicrec.audio.musicnn`)  |     |                |             |
+
+Centred log-mel frames put one frame on each end of an excerpt, so
+consecutive segments share their boundary frame (30 s holds exactly ten 3 s
+segments); musicnn's patches do not overlap, so its segments do not either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict
+
+import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+import numpy as np
+import tensorflow as tf
+
+from musicrec.audio.logmel import DEFAULT as LOG_MEL
+
+
+MUSICNN_RATE, MUSICNN_HOP, MUSICNN_PATCH_FRAMES = 16000, 256, 187  # musicnn's configuration
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+    name: str
+    frame_dim: int
+    max_frames: int  # frames of the first 30 s
+    seconds_per_frame: float  # the hop between frames
+    # Whether consecutive segments share their boundary frame (centred framing) or abut.
+    shared_boundary: bool
+    # Frames in stored features are prefixed with this in their shard names (`<prefix>-*`).
+    shard_prefix: str
+
+    def num_frames(self, seconds: float) -> int:
+        """Frames of a context of `seconds`."""
+        if self.shared_boundary:
+            return 1 + int(math.floor(seconds / self.seconds_per_frame))
+        frames = int(round(seconds / self.seconds_per_frame))
+        if frames < 1 or not math.isclose(frames * self.seconds_per_frame, seconds, rel_tol=1e-6):
+            raise ValueError(f"the {self.name} front end takes contexts of whole {self.seconds_per_frame:g} s frames, "
+                             f"not {seconds:g} s")
+        return frames
+
+    def min_samples(self, context_frames: int) -> int:
+        """The shortest 22050 Hz audio that gives `context_frames` frames (one segment)."""
+        if self.name == "log_mel":
+            return (context_frames - 1) * LOG_MEL.hop_length  # centred frames: 1 + samples // hop
+        # musicnn: n samples resample to m = round(n * 16000 / 22050) (as soxr counts), which give
+        # 1 + m // 256 frames, cut into non-overlapping patches of 187 (`musicrec.audio.musicnn`;
+        # a test checks this bound). m >= needed  <=>  n >= (needed - 1/2) * 22050 / 16000.
+        needed_16k = (context_frames * MUSICNN_PATCH_FRAMES - 1) * MUSICNN_HOP
+        up, down = MUSICNN_RATE // 50, LOG_MEL.sample_rate // 50  # 320 / 441
+        return -(-(2 * down * needed_16k - down) // (2 * up))
+
+    def segment_stride(self, context_frames: int) -> int:
+        return max(context_frames - 1, 1) if self.shared_boundary else context_frames
+
+    def segment_offsets(self, length: int, context_frames: int) -> np.ndarray:
+        """Starts of the back-to-back context-length segments within a track's first 30 s."""
+        count = self.segment_counts(np.asarray(length), context_frames)
+        return np.arange(int(count), dtype=np.int32) * self.segment_stride(context_frames)
+
+    def segment_counts(self, frames, context_frames: int):
+        """Back-to-back segments in the first 30 s of `frames` frames (numpy or a tensor): at least one."""
+        maximum = tf.maximum if isinstance(frames, tf.Tensor) else np.maximum
+        minimum = tf.minimum if isinstance(frames, tf.Tensor) else np.minimum
+        usable = minimum(frames, self.max_frames)
+        return maximum((usable - int(self.shared_boundary)) // self.segment_stride(context_frames), 1)
+
+    def frames(self, waveform: tf.Tensor, num_samples: tf.Tensor):
+        """[batch, samples] float32 at 22050 Hz (each row zero past its num_samples, cut to the
+        first 30 s) -> (frames [batch, max frames in the batch, frame_dim], frames per row [batch])."""
+        if self.name == "log_mel":
+            from musicrec.audio.logmel import log_mel_spectrogram
+
+            return log_mel_spectrogram(waveform, LOG_MEL), 1 + num_samples // LOG_MEL.hop_length
+        return self.module()(waveform, num_samples)
+
+    def track_frames(self):
+        """A traced graph: one mono 22050 Hz track [samples] -> its frames [frames, dim]; build it
+        once per worker and call it per track."""
+
+        def frames(waveform):
+            batch, counts = self.frames(waveform[None], tf.shape(waveform)[:1])
+            return batch[0, : counts[0]]
+
+        return tf.function(frames, input_signature=[tf.TensorSpec([None], tf.float32)])
+
+    def module(self):
+        """The tf.Module holding the front end's weights (musicnn's frozen network; one per
+        process), for a SavedModel to track; None for the log-mel front end, which has none."""
+        if self.name == "log_mel":
+            return None
+        from musicrec.audio import musicnn
+
+        return musicnn.shared_patch_features()
+
+
+LOG_MEL_FRONT_END = FrontEnd("log_mel", LOG_MEL.n_mels, LOG_MEL.max_frames, LOG_MEL.hop_length / LOG_MEL.sample_rate,
+                             shared_boundary=True, shard_prefix="log_mel")
+# musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s, `musicnn.PATCH_FRAMES`); 3 s
+# contexts take one patch, and 30 s hold ten.
+MUSICNN_FRONT_END = FrontEnd("musicnn", 753, 10, 3.0, shared_boundary=False, shard_prefix="musicnn")
+FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END)}
+
+
+def front_end(name: str) -> FrontEnd:
+    if name not in FRONT_ENDS:
+        raise ValueError(f"unknown front end {name!r}; choose one of {sorted(FRONT_ENDS)}")
+    return FRONT_ENDS[name]
