@@ -7,6 +7,8 @@ the definitions it must agree with.
 """
 
 import json
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -72,6 +74,16 @@ def test_front_ends_cut_contexts_and_segments_their_own_way():
         AudioBranchConfig(front_end="mfcc")
     encoder = build_audio_encoder(config)  # patches [batch, patches, 753] -> [batch, 40]
     assert encoder.input_shape == (None, None, 753) and encoder.output_shape == (None, 40)
+
+
+def test_a_traced_first_use_builds_the_network_eagerly():
+    """A fresh process's first call of the musicnn front end may come while a graph traces (the
+    Beam transform's `track_frames`); the network must still build and load its weights."""
+    script = ("import musicrec, numpy as np; from musicrec.audio.front_ends import MUSICNN_FRONT_END as m; "
+              "f = m.track_frames()(np.zeros(70000, np.float32) + 0.01); print(f.shape)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("(1, 753)")
 
 
 def test_shortest_audio_gives_exactly_one_patch():

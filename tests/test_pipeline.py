@@ -34,7 +34,9 @@ from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.trainer.pair_metrics import pair_auc
 from musicrec.serving import graphs
 from musicrec.serving.scann_index import recommender_table
-from musicrec.trainer.audio_branch import VARIANT_NAMES
+from musicrec.audio.front_ends import front_end
+from musicrec.trainer.audio_branch import VARIANT_NAMES, AudioBranchConfig
+from musicrec.trainer.audio_export import audio_model_front_end
 from musicrec.trainer.practitioner_baselines import one_hot, practitioner_baselines
 from musicrec.trainer.user_export import read_embeddings
 
@@ -66,6 +68,9 @@ def test_every_component_runs_and_every_artifact_loads(first_run):
     statuses = {json.loads(line)["status"] for line in quarantine}
     assert {"missing", "unreadable", "silent", "too_short"} <= statuses  # the generator's planted faults
     assert len(list(features.glob("log_mel-*"))) >= 1
+    # The frames the run's variant reads (the demo's: musicnn's patch features) beside the log-mels.
+    front = front_end(AudioBranchConfig.variant(config.variant).front_end)
+    assert len(list(features.glob(f"{front.shard_prefix}-*"))) >= 1
 
     pairs = run_output(config, outputs, "ListeningDataGen", "audio_pairs")
     assert {p.name for p in pairs.iterdir() if p.is_dir()} == {"Split-train", "Split-eval", "Split-test", "Split-user_queries"}
@@ -85,6 +90,7 @@ def test_every_component_runs_and_every_artifact_loads(first_run):
     assert "embed_user" in tf.saved_model.load(str(user_model / "user_tower")).signatures
     audio_model = tf.saved_model.load(str(run_output(config, outputs, "AudioTrainer", "model") / "Format-Serving"))
     assert {"embed_log_mel", "score_examples"} <= set(audio_model.signatures)
+    assert audio_model_front_end(run_output(config, outputs, "AudioTrainer", "model") / "Format-Serving") == front.name
 
     evaluation_dir = run_output(config, outputs, "Evaluator", "evaluation")
     result = tfma.load_eval_result(str(evaluation_dir), model_name="candidate")

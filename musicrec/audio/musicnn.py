@@ -334,9 +334,16 @@ class MusicnnPatchFeatures(tf.Module):
         return features, counts
 
 
-@functools.lru_cache(maxsize=1)
 def shared_patch_features() -> MusicnnPatchFeatures:
-    """The process's one MusicnnPatchFeatures (building one reads the checkpoint and traces the graph)."""
+    """The process's one MusicnnPatchFeatures (building one reads the checkpoint and traces the
+    graph). Built eagerly even when first asked for while a tf.function traces (a feature
+    transform's or a serving graph's): its weights are set from numpy values."""
+    with tf.init_scope():
+        return _shared_patch_features()
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_patch_features() -> MusicnnPatchFeatures:
     return MusicnnPatchFeatures()
 
 
