@@ -68,6 +68,24 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     timeout = DEFAULT_REQUEST_TIMEOUT_S  # the socket's (StreamRequestHandler): a stalled client frees its thread
     server_version = "musicrec-dev-serving"
+    # A request line without a version ("POST /") is HTTP/0.9 to http.server, whose answers carry
+    # no status line at all. TF Serving speaks HTTP/1.x only: read such a line as HTTP/1.0, so the
+    # client gets a status (400 for anything but GET) and the connection closes after it.
+    default_request_version = "HTTP/1.0"
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own rejections (a bad request line, too long a line or headers, an unknown
+        method) as JSON {"error": ...}, like every other answer of this server and TF Serving's."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        payload = json.dumps({"error": message or http.HTTPStatus(code).phrase}).encode()
+        self.send_response(code, message)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def do_GET(self):
         self._answer("GET")

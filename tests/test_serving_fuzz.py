@@ -120,6 +120,8 @@ GOOD = embedding_body([[0.5] * 40], [3])
     (predict_json({**GOOD, "signature_name": ["a"]}), 400, '"signature_name" must be a string'),
     (predict_json({"inputs": {"waveform": [[0.1, [0.2]]]}}), 400, "cannot read a tensor"),
     (http_request(b"GET", f"/v1/models/{graphs.RECOMMENDER}/versions/{'9' * 5000}".encode()), 404, "Malformed request"),
+    # No HTTP version on the request line (HTTP/0.9 to http.server, which answers it without a status line).
+    (b"POST /\n HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 400, "Bad HTTP/0.9 request type"),
 ])
 def test_every_malformed_rest_request_gets_a_clear_status(dev, request_bytes, status, message):
     answered, body = exchange(dev.rest_port, request_bytes)
