@@ -82,13 +82,9 @@ class TrackEmbedding:
         # Shortest audio that gives one full segment.
         self.min_samples = front_end.min_samples(context_frames)
 
-    def segment_counts(self, num_samples: tf.Tensor) -> tf.Tensor:
-        """Back-to-back log-mel segments in each row's first 30 s; the graph form of
-        `FrontEnd.segment_offsets` (a test checks they agree)."""
-        return self.segment_counts_of_frames(1 + num_samples // self.config.hop_length)
-
     def segment_counts_of_frames(self, frames: tf.Tensor) -> tf.Tensor:
-        """Back-to-back segments in the first 30 s of `frames` frames."""
+        """Back-to-back segments in the first 30 s of `frames` frames; the graph form of
+        `FrontEnd.segment_offsets` (a test checks they agree)."""
         return self.front_end.segment_counts(frames, self.context_frames)
 
     def from_waveform(self, waveform, num_samples, sample_rate) -> tf.Tensor:

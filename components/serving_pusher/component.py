@@ -57,6 +57,7 @@ def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_
     """Exports the serving models composed from the two Trainers' Model artifacts as the next
     version under `serving_base_path`; returns (version, {model name: version folder})."""
     from musicrec.serving.export import export_serving_models, next_version
+    from musicrec.trainer.audio_export import audio_model_front_end
 
     audio_dir = storage.path(path_utils.serving_model_path(audio_model_uri))
     user_dir = storage.path(path_utils.serving_model_path(user_model_uri))
@@ -65,7 +66,7 @@ def push_serving_models(audio_model_uri: str, user_model_uri: str, serving_base_
     pushed = export_serving_models(
         audio_encoder_dir=audio_dir, user_tower_dir=user_dir / USER_TOWER_DIR,
         user_embeddings_path=user_dir / USER_EMBEDDINGS_FILE, base_path=serving_base_path, version=version,
-        context_frames=info["context_frames"], front_end=info.get("front_end", "log_mel"),  # older models: log-mel
+        context_frames=info["context_frames"], front_end=audio_model_front_end(audio_dir),
     )
     logging.info("%s push: version %d of %s under %s", musicrec.LOG_TAG, version, ", ".join(pushed), serving_base_path)
     return version, pushed

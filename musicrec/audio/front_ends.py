@@ -26,14 +26,16 @@ import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 import numpy as np
 import tensorflow as tf
 
-from musicrec.audio.logmel import DEFAULT as LOG_MEL
-
-
-MUSICNN_RATE, MUSICNN_HOP, MUSICNN_PATCH_FRAMES = 16000, 256, 187  # musicnn's configuration
+from musicrec.audio import musicnn
+from musicrec.audio.logmel import DEFAULT as LOG_MEL, log_mel_spectrogram
 
 
 @dataclasses.dataclass(frozen=True)
 class FrontEnd:
+    """What is shared: contexts and segments from the frame grid. Each front end adds how
+    frames come from a waveform (`frames`), the shortest audio for a context (`min_samples`)
+    and the module holding its weights (`module`)."""
+
     name: str
     frame_dim: int
     max_frames: int  # frames of the first 30 s
@@ -53,17 +55,6 @@ class FrontEnd:
                              f"not {seconds:g} s")
         return frames
 
-    def min_samples(self, context_frames: int) -> int:
-        """The shortest 22050 Hz audio that gives `context_frames` frames (one segment)."""
-        if self.name == "log_mel":
-            return (context_frames - 1) * LOG_MEL.hop_length  # centred frames: 1 + samples // hop
-        # musicnn: n samples resample to m = round(n * 16000 / 22050) (as soxr counts), which give
-        # 1 + m // 256 frames, cut into non-overlapping patches of 187 (`musicrec.audio.musicnn`;
-        # a test checks this bound). m >= needed  <=>  n >= (needed - 1/2) * 22050 / 16000.
-        needed_16k = (context_frames * MUSICNN_PATCH_FRAMES - 1) * MUSICNN_HOP
-        up, down = MUSICNN_RATE // 50, LOG_MEL.sample_rate // 50  # 320 / 441
-        return -(-(2 * down * needed_16k - down) // (2 * up))
-
     def segment_stride(self, context_frames: int) -> int:
         return max(context_frames - 1, 1) if self.shared_boundary else context_frames
 
@@ -79,15 +70,6 @@ class FrontEnd:
         usable = minimum(frames, self.max_frames)
         return maximum((usable - int(self.shared_boundary)) // self.segment_stride(context_frames), 1)
 
-    def frames(self, waveform: tf.Tensor, num_samples: tf.Tensor):
-        """[batch, samples] float32 at 22050 Hz (each row zero past its num_samples, cut to the
-        first 30 s) -> (frames [batch, max frames in the batch, frame_dim], frames per row [batch])."""
-        if self.name == "log_mel":
-            from musicrec.audio.logmel import log_mel_spectrogram
-
-            return log_mel_spectrogram(waveform, LOG_MEL), 1 + num_samples // LOG_MEL.hop_length
-        return self.module()(waveform, num_samples)
-
     def track_frames(self):
         """A traced graph: one mono 22050 Hz track [samples] -> its frames [frames, dim]; build it
         once per worker and call it per track."""
@@ -98,21 +80,44 @@ class FrontEnd:
 
         return tf.function(frames, input_signature=[tf.TensorSpec([None], tf.float32)])
 
+    def frames(self, waveform: tf.Tensor, num_samples: tf.Tensor):
+        """[batch, samples] float32 at 22050 Hz (each row zero past its num_samples, cut to the
+        first 30 s) -> (frames [batch, max frames in the batch, frame_dim], frames per row [batch])."""
+        raise NotImplementedError
+
+    def min_samples(self, context_frames: int) -> int:
+        """The shortest 22050 Hz audio that gives `context_frames` frames (one segment)."""
+        raise NotImplementedError
+
     def module(self):
-        """The tf.Module holding the front end's weights (musicnn's frozen network; one per
-        process), for a SavedModel to track; None for the log-mel front end, which has none."""
-        if self.name == "log_mel":
-            return None
-        from musicrec.audio import musicnn
-
-        return musicnn.shared_patch_features()
+        """The tf.Module holding the front end's weights, for a SavedModel to track; None if none."""
+        return None
 
 
-LOG_MEL_FRONT_END = FrontEnd("log_mel", LOG_MEL.n_mels, LOG_MEL.max_frames, LOG_MEL.hop_length / LOG_MEL.sample_rate,
-                             shared_boundary=True, shard_prefix="log_mel")
-# musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s, `musicnn.PATCH_FRAMES`); 3 s
-# contexts take one patch, and 30 s hold ten.
-MUSICNN_FRONT_END = FrontEnd("musicnn", 753, 10, 3.0, shared_boundary=False, shard_prefix="musicnn")
+class LogMelFrontEnd(FrontEnd):
+    def frames(self, waveform, num_samples):
+        return log_mel_spectrogram(waveform, LOG_MEL), 1 + num_samples // LOG_MEL.hop_length
+
+    def min_samples(self, context_frames: int) -> int:
+        return (context_frames - 1) * LOG_MEL.hop_length  # centred frames: 1 + samples // hop
+
+
+class MusicnnFrontEnd(FrontEnd):
+    def frames(self, waveform, num_samples):
+        return self.module()(waveform, num_samples)
+
+    def min_samples(self, context_frames: int) -> int:
+        return musicnn.shortest_input(context_frames)  # a frame is a patch
+
+    def module(self):
+        return musicnn.shared_patch_features()  # musicnn's frozen network, one per process
+
+
+LOG_MEL_FRONT_END = LogMelFrontEnd("log_mel", LOG_MEL.n_mels, LOG_MEL.max_frames, LOG_MEL.hop_length / LOG_MEL.sample_rate,
+                                   shared_boundary=True, shard_prefix="log_mel")
+# musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
+MUSICNN_FRONT_END = MusicnnFrontEnd("musicnn", musicnn.FEATURE_DIM, musicnn.max_patches(), 3.0, shared_boundary=False,
+                                    shard_prefix="musicnn")
 FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END)}
 
 

@@ -153,6 +153,18 @@ def resampled_length(num_samples: tf.Tensor) -> tf.Tensor:
     return tf.cast((2 * _UP * n + _DOWN) // (2 * _DOWN), tf.int32)
 
 
+def max_patches() -> int:
+    """Patches in the first 30 s (MAX_INPUT_SAMPLES at 22050 Hz): 10."""
+    return (1 + (2 * _UP * MAX_INPUT_SAMPLES + _DOWN) // (2 * _DOWN) // HOP) // PATCH_FRAMES
+
+
+def shortest_input(patches: int) -> int:
+    """The fewest samples at 22050 Hz that give `patches` patches: n samples resample to
+    m = round(n * 320 / 441) (`resampled_length`), which give (1 + m // 256) // 187 patches."""
+    needed = (patches * PATCH_FRAMES - 1) * HOP  # m must reach this
+    return -(-(2 * _DOWN * needed - _DOWN) // (2 * _UP))  # ceil((needed - 1/2) * 441 / 320)
+
+
 def resample_to_musicnn_rate(waveform: tf.Tensor) -> tf.Tensor:
     """[batch, samples] float32 at 22050 Hz -> [batch, round(samples * 320 / 441)] at 16 kHz, in the graph.
 
