@@ -123,7 +123,7 @@ def create_pipeline(config: PipelineConfig, pipeline_root: Optional[str] = None,
             dataset_dir=absolute(config.dataset_dir), dataset_adapter=config.dataset_adapter,
             baselines_config=baselines_config(config.practitioner_baselines, config.metadata_columns),
             feature_cache_dir=posixpath.join(pipeline_root or str(config.pipeline_root), FEATURE_CACHE_DIR),
-            code_fingerprint=code, audio_pairs=ingestion.outputs["audio_pairs"],
+            code_fingerprint=code, audio_pairs=ingestion.outputs["audio_pairs"], audio_features=features.outputs["features"],
         ))
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -122,7 +122,8 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
         logging.info("%s at %.0f s: AUC %.3f, precision %.3f", VARIANT_NAMES[variant], seconds, metrics["auc"], metrics["precision"])
     report = {"dataset": str(dataset_dir), "protocol": config.protocol, "split": pairs.summary(),
               "training": dataclasses.asdict(config), "results": results,
-              "baselines": run_baselines(dataset, pairs, pathlib.Path(feature_cache_dir or out / "feature_cache"), config)}
+              "baselines": run_baselines(dataset, pairs, pathlib.Path(feature_cache_dir or out / "feature_cache"), config,
+                                           stores.get("musicnn"))}
     if (pathlib.Path(dataset_dir) / "ground_truth").is_dir():
         truth, test = GroundTruth.load(dataset_dir), pairs.split("test")
         report["oracle_auc"] = oracle_auc(truth, test)
@@ -133,10 +134,11 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
     return report
 
 
-def run_baselines(dataset, pairs, feature_cache: pathlib.Path, config: Table1Config) -> List[dict]:
-    """The practitioner baselines on the variants' own train and test pairs."""
+def run_baselines(dataset, pairs, feature_cache: pathlib.Path, config: Table1Config, musicnn_store=None) -> List[dict]:
+    """The practitioner baselines on the variants' own train and test pairs; the musicnn baseline
+    reads `musicnn_store` (the rows' musicnn patch features) when a row trained on them."""
     results = evaluate_baselines(pairs.split("train"), pairs.split("test"), dataset.tracks, dataset.audio_files(),
-                                 feature_cache, config.baselines, config.metadata_columns)
+                                 feature_cache, config.baselines, config.metadata_columns, musicnn_store)
     return [r.as_dict() for r in results]
 
 

@@ -55,15 +55,15 @@ def tracks_csv(n: int) -> str:
 
 def tiny_config(dataset, run_dir=None, **overrides):
     """The demo's audio variant with short training; thresholds every model passes unless a test says
-    otherwise. The musicnn baseline (about 2.5 min of feature extraction on the tiny data) is left out;
-    test_practitioner_baselines covers it."""
+    otherwise. The musicnn baseline reads the musicnn patch features AudioFeatures writes for the
+    demo's variant."""
     from musicrec.pipeline.config import PipelineConfig
     from musicrec.pipeline.demo import DEMO_CONFIG
 
     settings = dict(
         variant=PipelineConfig.from_yaml(DEMO_CONFIG).variant,
         dataset_dir=str(dataset), run_dir=str(run_dir or "runs/pipeline"), user_epochs=3, audio_epochs=2, audio_steps_per_epoch=5,
-        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[], practitioner_baselines=["popularity", "metadata"],
+        min_auc=0.0, min_auc_gain=-1.0, audio_beam_args=[], practitioner_baselines=["popularity", "musicnn", "metadata"],
     )
     return PipelineConfig(**{**settings, **overrides})
 

@@ -36,6 +36,7 @@ from musicrec.trainer.audio_export import audio_model_front_end, export_audio_en
 from musicrec.trainer.audio_input import LogMelStore
 from musicrec.trainer.audio_training import train_audio_branch
 from musicrec.trainer.log_mel_shards import feature_files, open_log_mels
+from musicrec.trainer.practitioner_baselines import musicnn_features
 
 VARIANT = "metric_1vs4_genre_musicnn"
 FEEDBACK = FeedbackConfig(min_liked=2, min_disliked=2)  # users hear a third of the tracks kept
@@ -178,3 +179,29 @@ def test_trainer_run_fn_and_pusher_serve_the_musicnn_variant(musicnn_run, tiny_u
     np.testing.assert_allclose(recommender.embed(stored), served, rtol=0.02, atol=0.02)
     users, scores = recommender.top_users(served, 5)
     assert users.shape == (2, 5) and np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_the_musicnn_baseline_reads_the_stored_patches_or_computes_the_same_in_process(musicnn_run, tmp_path, monkeypatch):
+    """The practitioner baseline's musicnn vectors: the mean of the run's stored patch features,
+    or, without them, the port's own, cached per file. Both are the same vectors."""
+    from musicrec.genre.musicnn_runner import MusicnnPortFeatures
+
+    stored = musicnn_features(musicnn_run.tracks, tmp_path, musicnn_run.store)
+    assert list(stored.track_ids) == list(musicnn_run.store.track_ids)
+    some = musicnn_run.tracks[:3]
+    computed = musicnn_features(some, tmp_path / "cache")
+    assert computed.vectors.shape == (3, 753)
+    rows = stored.rows([file.track_id for file in some])
+    first = musicnn_run.store.rows([some[0].track_id])[0]
+    by_hand = musicnn_run.store.log_mels[first, :musicnn_run.store.lengths[first]].astype(np.float32).mean(axis=0)
+    np.testing.assert_allclose(stored.vectors[rows[0]], by_hand, rtol=1e-5, atol=1e-5)
+    # The shards hold float16: the same vectors to its precision.
+    np.testing.assert_allclose(stored.vectors[rows], computed.vectors, rtol=2e-3, atol=2e-3)
+
+    def no_extraction(self, tracks):
+        raise AssertionError("recomputed")
+        yield
+
+    monkeypatch.setattr(MusicnnPortFeatures, "extract", no_extraction)
+    again = musicnn_features(some, tmp_path / "cache")  # every vector from the cache
+    np.testing.assert_array_equal(again.vectors, computed.vectors)

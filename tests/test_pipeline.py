@@ -37,7 +37,8 @@ from musicrec.serving.scann_index import recommender_table
 from musicrec.audio.front_ends import front_end
 from musicrec.trainer.audio_branch import VARIANT_NAMES, AudioBranchConfig
 from musicrec.trainer.audio_export import audio_model_front_end
-from musicrec.trainer.practitioner_baselines import one_hot, practitioner_baselines
+from musicrec.trainer.log_mel_shards import feature_files, open_log_mels
+from musicrec.trainer.practitioner_baselines import one_hot, practitioner_baselines, stored_patch_means
 from musicrec.trainer.user_export import read_embeddings
 
 COMPONENTS = {
@@ -139,7 +140,8 @@ def test_blessed_model_is_pushed_and_serves_embeddings(first_run):
 
 def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(first_run):
     """The run's PractitionerBaselines figures are what practitioner_baselines computes on the run's own
-    train and test pairs; the evaluation report puts them beside the audio models scored on the same pairs."""
+    train and test pairs (musicnn's from the patch features AudioFeatures wrote for the variant); the
+    evaluation report puts them beside the audio models scored on the same pairs."""
     config, outputs, _ = first_run
     run = find_run(config.run_dir, outputs["run_id"])
     written, pairs = read_baselines(run.output_path("PractitionerBaselines", "baselines"))
@@ -149,10 +151,13 @@ def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(f
     pd.testing.assert_frame_equal(pairs[["user_id", "track_id", "label"]], test[["user_id", "track_id", "label"]])
 
     tracks = load_with_adapter(config.dataset_dir, config.dataset_adapter).tracks
-    expected = practitioner_baselines(train, test, {"metadata_genre": ("genre one-hot", one_hot(tracks, "genre"))})
+    patches = open_log_mels([feature_files(run.output_path("AudioFeatures", "features"), "musicnn")], 4096.0, "musicnn")
+    expected = practitioner_baselines(train, test, {
+        "musicnn": ("musicnn", stored_patch_means(patches)),
+        "metadata_genre": ("genre one-hot", one_hot(tracks, "genre"))})
     recorded = run.output("PractitionerBaselines", "baselines").custom_properties
     rows = {row["name"]: row for row in written["baselines"]}
-    assert list(rows) == [result.name for result in expected] == ["popularity", "metadata_genre"]
+    assert list(rows) == [result.name for result in expected] == ["popularity", "musicnn", "metadata_genre"]
     for result in expected:
         row = rows[result.name]
         for key in ("pooled", "per_user"):
@@ -164,7 +169,7 @@ def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(f
 
     evaluation = run_evaluation(run)  # what the summary and show-eval print (test_demo_command... runs both)
     shown = {row["name"]: row for row in evaluation.baselines.rows}
-    assert list(shown) == ["AudioTrainer", "BaselineTrainer", "popularity", "metadata_genre"]
+    assert list(shown) == ["AudioTrainer", "BaselineTrainer", "popularity", "musicnn", "metadata_genre"]
     assert all(row["pairs"] == len(test) for row in shown.values())
     # The audio models' pooled AUC on these pairs is the Evaluator's (TFMA) on its test split.
     overall = evaluation.overall()
@@ -173,7 +178,7 @@ def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(f
     printed = evaluation.table()
     for row in shown.values():
         assert f"| {row['description']} | {row['pooled']:.3f} | {row['per_user']:.3f} |" in printed
-    assert "Not run (not in practitioner_baselines): musicnn" in printed
+    assert "Not run (not in practitioner_baselines)" not in printed
     with pytest.raises(ValueError, match=r"unknown practitioner baseline\(s\) \[.musicnnn.\]"):
         dataclasses.replace(config, practitioner_baselines=["musicnnn"])
 
@@ -279,7 +284,7 @@ def test_demo_command_reuses_the_cache_and_prints_the_evaluation(first_run, tmp_
         figures = f"| {row['pooled']:.3f} | {row['per_user']:.3f} |"
         assert f"| {row['description']} {figures}" in result.stdout and f"| {row['description']} {figures}" in shown.stdout
         assert html.escape(f"| {row['description']} {figures}") in (tmp_path / "eval" / "index.html").read_text()
-    assert len(pd.read_csv(tmp_path / "eval" / "baselines.csv")) == len(summary["baselines"]) == 4
+    assert len(pd.read_csv(tmp_path / "eval" / "baselines.csv")) == len(summary["baselines"]) == 5  # two audio models, three baselines
 
 
 def test_rerun_hits_the_cache_and_blessing_follows_the_thresholds(first_run):

@@ -64,13 +64,13 @@ def test_baselines_report_on_both_protocols(tiny_dataset):
 def test_every_configured_baseline_is_reported_even_where_it_does_not_apply_or_fails(tiny_dataset, tmp_path, monkeypatch):
     """A missing metadata column, a constant one, new releases under cold_tracks and a broken musicnn install
     are each a row without an AUC that says why; none is left out, and the others still run."""
-    from musicrec.genre.musicnn_runner import MusicnnError, MusicnnFeatures
+    from musicrec.genre.musicnn_runner import MusicnnPortFeatures
 
     def broken_install(self, tracks):
-        raise MusicnnError("the musicnn worker exited with status 1 (musicnn is installed without its dependencies)\nTraceback ...")
+        raise FileNotFoundError("the musicnn package is not installed: pip install --no-deps musicnn==0.1.0\n(requirements/nodeps.txt)")
         yield  # a generator, like the real extractor
 
-    monkeypatch.setattr(MusicnnFeatures, "extract", broken_install)
+    monkeypatch.setattr(MusicnnPortFeatures, "extract", broken_install)
     dataset, train, test = _pairs(tiny_dataset, "cold_tracks")
     tracks = dataset.tracks.assign(label="same label everywhere")
     results = evaluate_baselines(train, test, tracks, dataset.audio_files(), tmp_path, metadata_columns=("genre", "mood", "label"))
@@ -78,7 +78,7 @@ def test_every_configured_baseline_is_reported_even_where_it_does_not_apply_or_f
     assert list(by_name) == ["popularity", "musicnn", "metadata_genre", "metadata_mood", "metadata_label"]
     assert by_name["popularity"].auc is None and "new releases" in by_name["popularity"].note
     assert by_name["musicnn"].auc is None
-    assert by_name["musicnn"].note == "failed: MusicnnError: the musicnn worker exited with status 1 (musicnn is installed without its dependencies)"
+    assert by_name["musicnn"].note == "failed: FileNotFoundError: the musicnn package is not installed: pip install --no-deps musicnn==0.1.0"
     assert by_name["metadata_mood"].note == "does not apply: the tracks table has no 'mood' column"
     assert by_name["metadata_label"].note == "does not apply: the 'label' column has fewer than two distinct values"
     genre = by_name["metadata_genre"]  # new releases still have a genre: it applies under cold_tracks

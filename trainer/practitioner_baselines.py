@@ -10,7 +10,10 @@ the learned AE worth it?":
 - per-user logistic regression on a fixed track representation (one builder,
   `PerUserLogistic`, configured by the track features):
   - `musicnn`: MSD_musicnn's `max_pool` features of the audio (a pretrained
-    audio model, the paper's genre baseline);
+    audio model, the paper's genre baseline), averaged over the track's 3 s
+    patches: read from the run's musicnn feature shards when the audio
+    model's front end wrote them, else computed in process by the port
+    (`musicrec.audio.musicnn`) and cached per file;
   - `metadata`: a one-hot of a categorical track column (`genre` by default),
     which needs no audio at all.
   Each user gets an L2 logistic regression on their training pairs, with C
@@ -197,19 +200,38 @@ class NotApplicable(ValueError):
     """A baseline that this dataset cannot have (e.g. no such metadata column); the message says why."""
 
 
-def musicnn_features(audio_files, cache_root) -> TrackFeatureTable:
-    """MSD_musicnn max_pool features of every track musicnn can read, cached per file under `cache_root`."""
+def musicnn_features(audio_files, cache_root, patch_store=None) -> TrackFeatureTable:
+    """MSD_musicnn max_pool features of every track: the mean of its stored patch features when
+    the run's feature component wrote them (`patch_store`, the `musicnn` front end's features),
+    else computed by the in-process port and cached per file under `cache_root`."""
+    if patch_store is not None:
+        return stored_patch_means(patch_store)
     from musicrec.genre.features import extract_cached
-    from musicrec.genre.musicnn_runner import MusicnnFeatures
+    from musicrec.genre.musicnn_runner import MusicnnPortFeatures
 
-    # The musicnn worker opens paths itself: audio outside the dataset is left out here, so
-    # those tracks score 0.5 and are counted in the baseline's note.
+    # Audio is opened only inside the dataset's folders: tracks whose files lie outside score
+    # 0.5, counted in the baseline's note.
     inside = [file for file in audio_files if file.inside()]
-    extracted = extract_cached(pd.DataFrame(inside, columns=["track_id", "path"]), MusicnnFeatures(), cache_root)
+    extracted = extract_cached(pd.DataFrame(inside, columns=["track_id", "path"]), MusicnnPortFeatures(), cache_root)
     logging.info("%s %s", musicrec.LOG_TAG, extracted.format())
     if not extracted.track_ids:
-        raise NotApplicable("musicnn could read no track's audio")
+        raise NotApplicable("no track's audio could be read")
     return TrackFeatureTable(extracted.track_ids, extracted.vectors)
+
+
+def stored_patch_means(patch_store) -> TrackFeatureTable:
+    """Each stored track's mean patch feature: a one-patch context averaged over the track's
+    patches by the audio branch's own track-embedding loop (in memory or block by block)."""
+    import tf_keras as keras
+
+    from musicrec.audio.front_ends import MUSICNN_FRONT_END
+    from musicrec.trainer.audio_evaluation import track_embeddings
+
+    if patch_store.front_end != MUSICNN_FRONT_END.name:
+        raise ValueError(f"the musicnn baseline reads musicnn patch features, not {patch_store.front_end!r} frames")
+    one_patch = keras.Sequential([keras.layers.InputLayer(input_shape=(None, MUSICNN_FRONT_END.frame_dim)),
+                                  keras.layers.GlobalAveragePooling1D()])
+    return TrackFeatureTable(list(patch_store.track_ids), track_embeddings(one_patch, patch_store, context_frames=1))
 
 
 def metadata_features(tracks: pd.DataFrame, column: str) -> TrackFeatureTable:
@@ -222,12 +244,12 @@ def metadata_features(tracks: pd.DataFrame, column: str) -> TrackFeatureTable:
 
 
 def _representations(tracks: pd.DataFrame, audio_files, cache_root, baselines: Sequence[str],
-                     metadata_columns: Sequence[str]) -> List[Tuple[str, str, Callable[[], TrackFeatureTable]]]:
+                     metadata_columns: Sequence[str], musicnn_store=None) -> List[Tuple[str, str, Callable[[], TrackFeatureTable]]]:
     """(name, description, build) of each configured per-user LR baseline; `build` may raise NotApplicable."""
     check_baseline_names(baselines)
     found = []
     if "musicnn" in baselines:
-        found.append(("musicnn", MUSICNN_DESCRIPTION, lambda: musicnn_features(audio_files, cache_root)))
+        found.append(("musicnn", MUSICNN_DESCRIPTION, lambda: musicnn_features(audio_files, cache_root, musicnn_store)))
     for column in metadata_columns if "metadata" in baselines else ():
         found.append((f"metadata_{column}", f"{column} one-hot + per-user LR (no audio)",
                       functools.partial(metadata_features, tracks, column)))
@@ -235,8 +257,10 @@ def _representations(tracks: pd.DataFrame, audio_files, cache_root, baselines: S
 
 
 def evaluate_baselines(train: pd.DataFrame, test: pd.DataFrame, tracks: pd.DataFrame, audio_files, cache_root,
-                       baselines: Sequence[str] = BASELINES, metadata_columns: Sequence[str] = ("genre",)) -> List[BaselineResult]:
+                       baselines: Sequence[str] = BASELINES, metadata_columns: Sequence[str] = ("genre",),
+                       musicnn_store=None) -> List[BaselineResult]:
     """Every configured baseline on one split's pairs, one result each, in the order configured.
+    `musicnn_store`: the musicnn front end's patch features, where the run has them (read, not recomputed).
 
     A baseline that does not apply to this dataset, or that fails (e.g. a
     broken musicnn install), is a result without an AUC whose note says why:
@@ -244,7 +268,8 @@ def evaluate_baselines(train: pd.DataFrame, test: pd.DataFrame, tracks: pd.DataF
     """
     check_baseline_names(baselines)
     results = [_popularity(train, test)] if "popularity" in baselines else []
-    for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns):
+    for name, description, build in _representations(tracks, audio_files, cache_root, baselines, metadata_columns,
+                                                     musicnn_store):
         try:
             results.append(per_user_lr_baseline(name, description, build(), train, test))
         except NotApplicable as reason:

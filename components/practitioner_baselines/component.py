@@ -1,8 +1,10 @@
 """PractitionerBaselines: what an engineer builds in an afternoon, on the audio branch's own split.
 
 Takes the ingestion's `audio_pairs` (the same train and test pairs the
-AudioTrainer and the Evaluator use) and the dataset folder (audio paths for
-musicnn, the tracks table for the metadata one-hot), and runs
+AudioTrainer and the Evaluator use), the dataset folder (audio paths for
+musicnn, the tracks table for the metadata one-hot) and AudioFeatures'
+features (whose musicnn patch features, when the run's variant reads them,
+the musicnn baseline averages instead of computing them again), and runs
 `musicrec.trainer.practitioner_baselines.evaluate_baselines`: each baseline
 fitted on the train split, scored on every test pair. It does not take the
 audio model, so a retrained model reuses the baselines from the cache; the
@@ -21,7 +23,7 @@ Writes a `PractitionerBaselineResults` artifact:
 
 # No `from __future__ import annotations`: TFX reads the function's annotations as types.
 import json
-from typing import Tuple
+from typing import Optional, Tuple
 
 import pandas as pd
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
@@ -29,10 +31,15 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.artifact import Artifact
 from tfx.types.standard_artifacts import Examples
 
+import tensorflow as tf
+
 from musicrec import storage
+from musicrec.components.artifacts import LogMelFeatures
 from musicrec.data.adapters import load_with_adapter
 from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.names import TEST, TRAIN, split_folder
+from musicrec.trainer.audio_branch import AudioBranchConfig
+from musicrec.trainer.log_mel_shards import LogMels, feature_files, open_log_mels
 from musicrec.trainer.practitioner_baselines import evaluate_baselines
 
 RESULTS_FILE = "baselines.json"
@@ -59,6 +66,7 @@ def PractitionerBaselines(
     feature_cache_dir: Parameter[str],
     code_fingerprint: Parameter[str],
     audio_pairs: InputArtifact[Examples],
+    audio_features: InputArtifact[LogMelFeatures],
     baselines: OutputArtifact[PractitionerBaselineResults],
 ) -> None:
     """Fits each configured baseline on the train pairs and scores every test pair; one that does
@@ -69,8 +77,9 @@ def PractitionerBaselines(
     train, test = (read_pair_examples([storage.join(audio_pairs.uri, split_folder(split), "*")])
                    for split in (TRAIN, TEST))
     dataset = load_with_adapter(dataset_dir, dataset_adapter)
+    musicnn_store = stored_musicnn_features(audio_features.uri) if "musicnn" in config["baselines"] else None
     results = evaluate_baselines(train, test, dataset.tracks, dataset.audio_files(), feature_cache_dir,
-                                 config["baselines"], config["metadata_columns"])
+                                 config["baselines"], config["metadata_columns"], musicnn_store)
     out = storage.path(baselines.uri)
     out.mkdir(parents=True, exist_ok=True)
     pairs = test[["user_id", "track_id", "label"]].copy()
@@ -89,6 +98,14 @@ def PractitionerBaselines(
                 baselines.set_float_custom_property(f"{row['name']}.{key}_auc", row[key])
         if row["note"]:
             baselines.set_string_custom_property(f"{row['name']}.note", row["note"])
+
+
+def stored_musicnn_features(features_uri) -> Optional[LogMels]:
+    """AudioFeatures' musicnn patch features, where the run's variant had them written."""
+    pattern = feature_files(features_uri, "musicnn")
+    if not tf.io.gfile.glob(pattern):
+        return None
+    return open_log_mels([pattern], AudioBranchConfig().log_mel_memory_mb, "musicnn")
 
 
 def read_baselines(uri) -> Tuple[dict, pd.DataFrame]:

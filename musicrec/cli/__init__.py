@@ -94,7 +94,8 @@ def _add_recipe_args(p, default_variants: str):
     from musicrec.trainer.practitioner_baselines import BASELINES
 
     p.add_argument("--baselines", help=f"comma-separated practitioner baselines on the same test pairs (default {','.join(BASELINES)}; "
-                                       "musicnn runs musicnn on every track, minutes per hundred tracks on 2 cores)")
+                                       "musicnn averages the musicnn front end's patch features when a variant trained on them, "
+                                       "else computes them, about 1 s of one core per track, cached per file)")
     p.add_argument("--epochs", type=int, default=10, help="the most epochs per variant (default 10)")
     p.add_argument("--steps-per-epoch", type=int, default=150,
                    help="training steps per epoch; 0 = one pass over the liked training pairs (default 150)")

@@ -1,4 +1,5 @@
-"""The musicnn baseline (`MSD_musicnn`, `max_pool` layer) as an `Extractor`, run in a worker process.
+"""The musicnn baseline (`MSD_musicnn`, `max_pool` layer) as an `Extractor`: musicnn's own code in a
+worker process (`MusicnnFeatures`), or the package's port of it in process (`MusicnnPortFeatures`).
 
 One worker (`musicnn_worker`) per extraction streams over the whole track
 list; it is a separate process only because musicnn switches TensorFlow to
@@ -8,6 +9,11 @@ the `max_pool` vectors of the track's non-overlapping 3 s patches of its
 first 30 s. (The paper takes the max_pool layer without saying how patches
 are pooled; the reference code it cites classifies patches and votes, which
 cannot be concatenated with a track-level AE.)
+
+`MusicnnPortFeatures` gives the same vectors (cosine >= 0.9999998 per patch,
+tests/test_musicnn_port.py) from `musicrec.audio.musicnn`, the port the
+musicnn front end's feature component and serving graphs run: no worker
+process, no TF1 graph, so the practitioner baselines use it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from typing import Iterator, List, Tuple
 import musicrec  # noqa: F401  (project convention)
 import numpy as np
 
+from musicrec.audio import musicnn
+from musicrec.audio.decode import AudioError, load_audio
 from musicrec.genre import musicnn_worker
 from musicrec.genre.features import Result, audio_error
 
@@ -73,3 +81,23 @@ class MusicnnFeatures:
                 yield track_id, patches.mean(axis=0)
             else:
                 yield track_id, audio_error(message["status"], path, message["detail"])
+
+
+class MusicnnPortFeatures:
+    """`MusicnnFeatures`' track vectors from the in-process port (`musicrec.audio.musicnn`): the
+    mean `max_pool` vector of the whole 3 s patches of each track's first 30 s, decoded at the
+    port's input rate. Audio too short for one patch is quarantined as too short."""
+
+    name = f"musicnn {musicnn.MODEL} {musicnn_worker.LAYER} (in-process port)"
+    cache_id = (f"musicnn-{musicnn.MODEL}-{musicnn_worker.LAYER}-{musicnn_worker.INPUT_SECONDS:g}s"
+                f"-first{musicnn.MAX_SECONDS:g}s-patchmean-port")
+
+    def extract(self, tracks: List[Tuple[str, str]]) -> Iterator[Tuple[str, Result]]:
+        shortest = musicnn.shortest_input(1) / musicnn.INPUT_RATE
+        for track_id, path in tracks:
+            try:
+                audio = load_audio(path, musicnn.INPUT_RATE, max_seconds=musicnn.MAX_SECONDS, min_seconds=shortest)
+            except AudioError as error:
+                yield track_id, error
+                continue
+            yield track_id, musicnn.patch_features(audio).mean(axis=0)
