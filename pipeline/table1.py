@@ -31,7 +31,8 @@ from musicrec.trainer.log_mel_shards import feature_files, open_log_mels
 from musicrec.trainer.audio_data import prepare_audio_branch
 from musicrec.trainer.audio_evaluation import evaluate_liked_disliked
 from musicrec.trainer.audio_training import train_audio_branch
-from musicrec.trainer.practitioner_baselines import BASELINES, check_baseline_names, evaluate_baselines, format_baselines
+from musicrec.trainer.practitioner_baselines import (BASELINES, MSD_PATCH_FRONT_ENDS, check_baseline_names, evaluate_baselines,
+                                                     format_baselines)
 from musicrec.trainer.user_config import UserBranchConfig
 from musicrec.names import USER_TOWER_DIR
 from musicrec.trainer.user_module import run_on_dataset
@@ -123,7 +124,7 @@ def reproduce_table1(dataset_dir, out_dir, config: Table1Config = Table1Config()
     report = {"dataset": str(dataset_dir), "protocol": config.protocol, "split": pairs.summary(),
               "training": dataclasses.asdict(config), "results": results,
               "baselines": run_baselines(dataset, pairs, pathlib.Path(feature_cache_dir or out / "feature_cache"), config,
-                                           stores.get("musicnn"))}
+                                           next((stores[n] for n in MSD_PATCH_FRONT_ENDS if n in stores), None))}
     if (pathlib.Path(dataset_dir) / "ground_truth").is_dir():
         truth, test = GroundTruth.load(dataset_dir), pairs.split("test")
         report["oracle_auc"] = oracle_auc(truth, test)

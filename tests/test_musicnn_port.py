@@ -126,6 +126,19 @@ def test_a_padded_batch_gives_each_track_alone(extractor, waveforms, port_featur
     assert musicnn.patch_features(short).shape == (0, musicnn.FEATURE_DIM)
 
 
+def test_both_models_share_the_patches_and_concatenate_in_order(waveforms, port_features):
+    """The MSD + MTT features of a patch: MSD_musicnn's vector, then MTT_musicnn's (same architecture,
+    its own checkpoint, so other values)."""
+    both = musicnn.patch_features(waveforms[0], musicnn.MODELS)
+    mtt = musicnn.patch_features(waveforms[0], ("MTT_musicnn",))
+    assert both.shape == (PATCHES[0], 2 * musicnn.FEATURE_DIM)
+    np.testing.assert_allclose(both[:, :musicnn.FEATURE_DIM], port_features[0], rtol=1e-5, atol=1e-4 * np.abs(port_features[0]).max())
+    np.testing.assert_allclose(both[:, musicnn.FEATURE_DIM:], mtt, rtol=1e-5, atol=1e-4 * np.abs(mtt).max())
+    assert np.abs(mtt - port_features[0]).max() > 1.0  # another network's features
+    with pytest.raises(ValueError, match="unknown musicnn model 'MSD_vgg'"):
+        musicnn.checkpoint_prefix("MSD_vgg")
+
+
 def test_saved_model_round_trip_uses_core_ops_only(extractor, waveforms, port_features, tmp_path):
     class Exported(tf.Module):
         def __init__(self):

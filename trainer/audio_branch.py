@@ -16,6 +16,7 @@ Table 1 models and the later variants are configurations of it:
 | metric_1vs4_refined   | UE, then refined per user on its training pairs | 1 liked, 4 disliked | cosine hinge  |
 | metric_1vs4_genre     | as metric_1vs4_refined   | 1 liked, 4 disliked     | cosine hinge + 2 x genre softmax on the AE |
 | metric_1vs4_genre_musicnn | as metric_1vs4_genre | musicnn patch features  | as metric_1vs4_genre; Adam             |
+| metric_1vs4_genre_msd_mtt | as metric_1vs4_genre | musicnn MSD + MTT patch features | as metric_1vs4_genre; Adam    |
 
 Each later variant changes one thing of Metric-1vs4, so each is measured
 against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
@@ -25,8 +26,9 @@ table (the adapted variant's table is the UEs through its map:
 `SiameseAudioModel.adapt`).
 
 The front end (`front_end`, `musicrec.audio.front_ends`) is what the encoder
-reads: log-mel frames under the CNN below, or musicnn's pretrained MSD
-features per 3 s patch (frozen) under a small dense head.
+reads: log-mel frames under the CNN below, or musicnn's pretrained features
+per 3 s patch (frozen; of its MSD model, or of its MSD and MTT models
+concatenated) under a small dense head.
 
 The genre head (`class_weight`) is a training signal only: a linear softmax
 over the training tracks' genre (the pair examples' `genre` column) on the
@@ -83,6 +85,8 @@ VARIANTS: Dict[str, dict] = {
     "metric_1vs4_genre_musicnn": dict(user_vector="ue", negatives=4, loss="hinge", refine_users=True, class_weight=2.0,
                                       front_end="musicnn", optimizer="adam", learning_rate=1e-3),
 }
+# The same head on both of musicnn's models (MSD and MagnaTagATune tags), concatenated per patch.
+VARIANTS["metric_1vs4_genre_msd_mtt"] = dict(VARIANTS["metric_1vs4_genre_musicnn"], front_end="musicnn_msd_mtt")
 LR_SCHEDULES = ("inverse_time", "cosine")
 OPTIMIZERS = ("sgd", "adam")
 USER_VECTORS = ("ue", "adapted_ue", "lookup")
@@ -97,6 +101,7 @@ VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the
     "metric_1vs4_refined": "Metric-1vs4 + user refinement",
     "metric_1vs4_genre": "Metric-1vs4 + user refinement + genre head",
     "metric_1vs4_genre_musicnn": "Metric-1vs4 + user refinement + genre head, musicnn front end",
+    "metric_1vs4_genre_msd_mtt": "Metric-1vs4 + user refinement + genre head, musicnn MSD + MTT front end",
 }
 EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
 # The genre head scores unit AEs: cosines in [-1, 1] times this scale (temperature 0.1), so
@@ -127,7 +132,8 @@ class AudioBranchConfig:
     context_seconds: float = 3.0
     embedding_dim: int = 40
     # What the encoder reads (`musicrec.audio.front_ends`): "log_mel" frames under the CNN below,
-    # or "musicnn": pretrained, frozen musicnn features per 3 s patch under a small dense head.
+    # or "musicnn" / "musicnn_msd_mtt": pretrained, frozen musicnn features per 3 s patch (of
+    # the MSD model, or of the MSD and the MTT model concatenated) under a small dense head.
     front_end: str = "log_mel"
     conv_widths: Tuple[int, ...] = (64, 128, 128, 192, 256)
     kernel_size: int = 3
@@ -198,7 +204,7 @@ class AudioBranchConfig:
 
 def build_audio_encoder(config: AudioBranchConfig) -> keras.Model:
     """The front end's frames [batch, frames, frame_dim] -> AE [batch, embedding_dim]."""
-    if config.front_end == "musicnn":
+    if isinstance(front_ends.front_end(config.front_end), front_ends.MusicnnFrontEnd):
         return _build_feature_head(config)
     return _build_cnn(config)
 

@@ -45,6 +45,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import musicrec
+from musicrec.audio import front_ends, musicnn
 from musicrec.trainer.pair_metrics import PairAUC, pair_auc
 
 # Inverse regularisation strengths tried per user (wide: from near-constant to nearly unregularised).
@@ -186,6 +187,9 @@ def format_baselines(baselines: Sequence[dict]) -> List[str]:
 BASELINES = ("popularity", "musicnn", "metadata")
 POPULARITY_DESCRIPTION = "popularity (training likes of the track)"
 MUSICNN_DESCRIPTION = "musicnn MSD max_pool + per-user LR"
+# The front ends whose stored patch features hold the musicnn baseline's (MSD_musicnn max_pool).
+MSD_PATCH_FRONT_ENDS = tuple(name for name, front in front_ends.FRONT_ENDS.items()
+                             if isinstance(front, front_ends.MusicnnFrontEnd) and musicnn.MODEL in front.models)
 
 
 def check_baseline_names(baselines: Sequence[str]) -> None:
@@ -220,18 +224,21 @@ def musicnn_features(audio_files, cache_root, patch_store=None) -> TrackFeatureT
 
 
 def stored_patch_means(patch_store) -> TrackFeatureTable:
-    """Each stored track's mean patch feature: a one-patch context averaged over the track's
-    patches by the audio branch's own track-embedding loop (in memory or block by block)."""
+    """Each stored track's mean MSD_musicnn patch feature (the store's MSD columns where its front
+    end concatenates several models): a one-patch context averaged over the track's patches by
+    the audio branch's own track-embedding loop (in memory or block by block)."""
     import tf_keras as keras
 
-    from musicrec.audio.front_ends import MUSICNN_FRONT_END
     from musicrec.trainer.audio_evaluation import track_embeddings
 
-    if patch_store.front_end != MUSICNN_FRONT_END.name:
-        raise ValueError(f"the musicnn baseline reads musicnn patch features, not {patch_store.front_end!r} frames")
-    one_patch = keras.Sequential([keras.layers.InputLayer(input_shape=(None, MUSICNN_FRONT_END.frame_dim)),
+    if patch_store.front_end not in MSD_PATCH_FRONT_ENDS:
+        raise ValueError(f"the musicnn baseline reads {MSD_PATCH_FRONT_ENDS} patch features, not {patch_store.front_end!r} frames")
+    front = front_ends.front_end(patch_store.front_end)
+    one_patch = keras.Sequential([keras.layers.InputLayer(input_shape=(None, front.frame_dim)),
                                   keras.layers.GlobalAveragePooling1D()])
-    return TrackFeatureTable(list(patch_store.track_ids), track_embeddings(one_patch, patch_store, context_frames=1))
+    means = track_embeddings(one_patch, patch_store, context_frames=1)
+    start = front.models.index(musicnn.MODEL) * musicnn.FEATURE_DIM
+    return TrackFeatureTable(list(patch_store.track_ids), means[:, start:start + musicnn.FEATURE_DIM])
 
 
 def metadata_features(tracks: pd.DataFrame, column: str) -> TrackFeatureTable:

@@ -40,7 +40,7 @@ from musicrec.data.audio_pairs import read_pair_examples
 from musicrec.names import TEST, TRAIN, split_folder
 from musicrec.trainer.audio_branch import AudioBranchConfig
 from musicrec.trainer.log_mel_shards import LogMels, feature_files, open_log_mels
-from musicrec.trainer.practitioner_baselines import evaluate_baselines
+from musicrec.trainer.practitioner_baselines import MSD_PATCH_FRONT_ENDS, evaluate_baselines
 
 RESULTS_FILE = "baselines.json"
 PAIRS_FILE = "test_pairs.parquet"
@@ -101,11 +101,13 @@ def PractitionerBaselines(
 
 
 def stored_musicnn_features(features_uri) -> Optional[LogMels]:
-    """AudioFeatures' musicnn patch features, where the run's variant had them written."""
-    pattern = feature_files(features_uri, "musicnn")
-    if not tf.io.gfile.glob(pattern):
-        return None
-    return open_log_mels([pattern], AudioBranchConfig().log_mel_memory_mb, "musicnn")
+    """AudioFeatures' patch features that hold the musicnn baseline's, where the run's variant had
+    them written."""
+    for name in MSD_PATCH_FRONT_ENDS:
+        pattern = feature_files(features_uri, name)
+        if tf.io.gfile.glob(pattern):
+            return open_log_mels([pattern], AudioBranchConfig().log_mel_memory_mb, name)
+    return None
 
 
 def read_baselines(uri) -> Tuple[dict, pd.DataFrame]:

@@ -10,6 +10,8 @@ compute them from the request's waveform, all through this one definition:
 | `log_mel` | one 23 ms log-mel frame (`musicrec.audio.logmel`) | 128 | 1292           | 130 frames  |
 | `musicnn` | musicnn's MSD max_pool vector of one 3 s patch,   | 753 | 10             | 1 patch     |
 |           | pretrained and frozen (`musicrec.audio.musicnn`)  |     |                |             |
+| `musicnn_msd_mtt` | the MSD and the MTT model's max_pool  | 1506 | 10            | 1 patch     |
+|           | vectors of the same patch, concatenated           |     |                |             |
 
 Centred log-mel frames put one frame on each end of an excerpt, so
 consecutive segments share their boundary frame (30 s holds exactly ten 3 s
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict
+from typing import Dict, Tuple
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -102,7 +104,10 @@ class LogMelFrontEnd(FrontEnd):
         return (context_frames - 1) * LOG_MEL.hop_length  # centred frames: 1 + samples // hop
 
 
+@dataclasses.dataclass(frozen=True)
 class MusicnnFrontEnd(FrontEnd):
+    models: Tuple[str, ...] = (musicnn.MODEL,)  # whose max_pool vectors, concatenated in this order
+
     def frames(self, waveform, num_samples):
         return self.module()(waveform, num_samples)
 
@@ -110,15 +115,20 @@ class MusicnnFrontEnd(FrontEnd):
         return musicnn.shortest_input(context_frames)  # a frame is a patch
 
     def module(self):
-        return musicnn.shared_patch_features()  # musicnn's frozen network, one per process
+        return musicnn.shared_patch_features(self.models)  # musicnn's frozen networks, one set per process
+
+
+def _musicnn_front_end(name: str, models: Tuple[str, ...]) -> MusicnnFrontEnd:
+    # musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
+    return MusicnnFrontEnd(name, musicnn.FEATURE_DIM * len(models), musicnn.max_patches(), 3.0, shared_boundary=False,
+                           shard_prefix=name, models=models)
 
 
 LOG_MEL_FRONT_END = LogMelFrontEnd("log_mel", LOG_MEL.n_mels, LOG_MEL.max_frames, LOG_MEL.hop_length / LOG_MEL.sample_rate,
                                    shared_boundary=True, shard_prefix="log_mel")
-# musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
-MUSICNN_FRONT_END = MusicnnFrontEnd("musicnn", musicnn.FEATURE_DIM, musicnn.max_patches(), 3.0, shared_boundary=False,
-                                    shard_prefix="musicnn")
-FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END)}
+MUSICNN_FRONT_END = _musicnn_front_end("musicnn", (musicnn.MODEL,))
+MUSICNN_MSD_MTT_FRONT_END = _musicnn_front_end("musicnn_msd_mtt", musicnn.MODELS)
+FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END, MUSICNN_MSD_MTT_FRONT_END)}
 
 
 def front_end(name: str) -> FrontEnd:

@@ -46,6 +46,13 @@ rendered tracks of 7-33 s at 22.05, 32 and 44.1 kHz; max_pool values reach
     >= 0.9999998. Not elementwise-exact: the float16 rounding amplifies
     float32 differences (max abs up to 0.06).
 
+musicnn ships the same network trained on two tag sets, MSD_musicnn (the
+Million Song Dataset's tags: genres, moods, eras) and MTT_musicnn
+(MagnaTagATune's: instruments, voices, timbre too). `MusicnnPatchFeatures`
+runs one or both on the same log-mel patches and concatenates their max_pool
+vectors (the `musicnn_msd_mtt` front end); the agreement above was measured
+for MSD_musicnn, and MTT_musicnn differs only in its checkpoint.
+
 Licence: musicnn (Jordi Pons, https://github.com/jordipons/musicnn) is under
 the ISC licence. Its weights are not copied into this project: they are read
 at run time from the installed `musicnn` package's checkpoint
@@ -77,7 +84,10 @@ N_MELS = 96
 PATCH_FRAMES = 187
 FEATURE_DIM = 753  # max_pool: 561 front-end + 3 x 64 mid-end features
 MAX_SECONDS = 30.0  # as the worker: the first 30 s
-MODEL = "MSD_musicnn"
+MODEL = "MSD_musicnn"  # the baseline's and the `musicnn` front end's model
+# musicnn ships the same architecture trained on two tag sets: the Million Song Dataset's 50
+# tags (genres, moods, eras) and MagnaTagATune's 50 (instruments, voices, timbre as well).
+MODELS = ("MSD_musicnn", "MTT_musicnn")
 MAX_INPUT_SAMPLES = int(MAX_SECONDS * INPUT_RATE)
 
 # 22050 -> 16000 Hz is 320 output samples per 441 input samples.
@@ -185,24 +195,26 @@ def resample_to_musicnn_rate(waveform: tf.Tensor) -> tf.Tensor:
 # ---------------------------------------------------------------------------- network
 
 
-def checkpoint_prefix() -> str:
-    """The installed musicnn's checkpoint prefix, found without importing musicnn.
+def checkpoint_prefix(model: str = MODEL) -> str:
+    """The installed musicnn's checkpoint prefix of `model`, found without importing musicnn.
 
     Importing musicnn (its extractor) disables eager execution for the whole process.
     The prefix ends in '/': the checkpoint files are the folder's `.index` and `.data-*`;
     its `checkpoint` file names the author's machine, so the prefix is given explicitly.
     """
+    if model not in MODELS:
+        raise ValueError(f"unknown musicnn model {model!r}; choose one of {MODELS}")
     spec = importlib.util.find_spec("musicnn")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the musicnn package is not installed: pip install --no-deps musicnn==0.1.0 "
                                 "(requirements/nodeps.txt)")
-    return os.path.join(spec.submodule_search_locations[0], MODEL) + "/"
+    return os.path.join(spec.submodule_search_locations[0], model) + "/"
 
 
-@functools.lru_cache(maxsize=1)
-def _checkpoint_tensors() -> Dict[str, np.ndarray]:
+@functools.lru_cache(maxsize=len(MODELS))
+def _checkpoint_tensors(model: str) -> Dict[str, np.ndarray]:
     """The checkpoint's model variables by name (its Adam slots left out), read once per process."""
-    reader = tf.compat.v1.train.NewCheckpointReader(checkpoint_prefix())
+    reader = tf.compat.v1.train.NewCheckpointReader(checkpoint_prefix(model))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
             if "Adam" not in name and "power" not in name}
 
@@ -248,15 +260,15 @@ def _max_pool_architecture() -> tf_keras.Model:
     return tf_keras.Model(log_mel, layers.GlobalMaxPooling1D(name="max_pool")(dense), name="musicnn_max_pool")
 
 
-def build_max_pool_network() -> tf_keras.Model:
-    """[batch, 187, 96] log-mel -> [batch, 753] max_pool, with MSD_musicnn's weights, frozen.
+def build_max_pool_network(model: str = MODEL) -> tf_keras.Model:
+    """[batch, 187, 96] log-mel -> [batch, 753] max_pool, with `model`'s weights, frozen.
 
     Frozen tf_keras batch norm runs in inference mode (moving statistics) even when
     called with training=True, so a trainable head can sit on top without care.
     """
-    model = _max_pool_architecture()
-    tensors = _checkpoint_tensors()
-    for layer in model.layers:
+    network = _max_pool_architecture()
+    tensors = _checkpoint_tensors(model)
+    for layer in network.layers:
         if isinstance(layer, layers.BatchNormalization):
             keys = ("gamma", "beta", "moving_mean", "moving_variance")  # Keras's weight order
         elif isinstance(layer, (layers.Conv2D, layers.Conv1D)):
@@ -267,8 +279,8 @@ def build_max_pool_network() -> tf_keras.Model:
         current = layer.get_weights()
         layer.set_weights([tensors[f"{layer.name}/{key}"].reshape(w.shape) for key, w in zip(keys, current)])
         layer.trainable = False
-    model.trainable = False
-    return model
+    network.trainable = False
+    return network
 
 
 # ---------------------------------------------------------------------------- waveform -> patch features
@@ -277,25 +289,25 @@ def build_max_pool_network() -> tf_keras.Model:
 class MusicnnPatchFeatures(tf.Module):
     """Batched 22050 Hz waveforms -> max_pool of each whole 3 s patch of each row's first 30 s.
 
-    Built once (it holds the network); call it eagerly or inside a tf.function / SavedModel.
+    Built once (it holds the networks); call it eagerly or inside a tf.function / SavedModel.
     `patch_batch` patches go through the network at a time: a patch's activations take
     about 30 MB, so a batch of long tracks would otherwise need gigabytes.
     """
 
-    def __init__(self, patch_batch: int = 16, name=None):
+    def __init__(self, models: Tuple[str, ...] = (MODEL,), patch_batch: int = 16, name=None):
+        """`models`: the musicnn models (`MODELS`) whose max_pool vectors of each patch are
+        concatenated, in this order; they share the log-mel patches."""
         super().__init__(name=name)
-        network = build_max_pool_network()
-        # The weights are tracked (SavedModels and checkpoints hold them), the Keras model is
-        # held as a plain callable: a tracked Keras model makes tf.saved_model.save trace each
+        networks = [build_max_pool_network(model) for model in models]
+        self.models = tuple(models)
+        self.feature_dim = FEATURE_DIM * len(networks)
+        # The weights are tracked (SavedModels and checkpoints hold them), the Keras models are
+        # held as plain callables: a tracked Keras model makes tf.saved_model.save trace each
         # layer for Keras's own reloading, 21 s instead of 1.5 s here, for nothing a
         # serving graph uses.
-        self.weights = tuple(network.weights)
-        self._network = network.__call__
+        self.weights = tuple(weight for network in networks for weight in network.weights)
+        self._networks = tuple(network.__call__ for network in networks)
         self.patch_batch = int(patch_batch)
-
-    @property
-    def network(self) -> tf_keras.Model:
-        return self._network.__self__
 
     @property
     def trainable_variables(self):
@@ -308,7 +320,7 @@ class MusicnnPatchFeatures(tf.Module):
           waveform: [batch, samples] float32 at 22050 Hz; row i holds num_samples[i] samples and padding.
           num_samples: [batch] int32 or int64.
         Returns:
-          features [batch, max patches, 753] float32 (zero beyond a row's count) and
+          features [batch, max patches, feature_dim] float32 (753 per model; zero beyond a row's count) and
           counts [batch] int32: floor((1 + n16 // 256) / 187) for the row's first 30 s resampled
           to n16 = round(n * 320 / 441) samples at 16 kHz (soxr's count, so a 22050 Hz file gets
           the worker's count). The shortest row with c patches has
@@ -334,36 +346,37 @@ class MusicnnPatchFeatures(tf.Module):
         counts = (1 + samples_16k // HOP) // PATCH_FRAMES
         # Only each row's own patches go through the network, patch_batch at a time.
         where = tf.where(tf.sequence_mask(counts, tf.shape(patches)[1]))  # [N, 2] (row, patch)
-        features = tf.zeros([tf.shape(patches)[0], tf.shape(patches)[1], FEATURE_DIM])
+        features = tf.zeros([tf.shape(patches)[0], tf.shape(patches)[1], self.feature_dim])
 
         def step(start, features):
             chunk = where[start: start + self.patch_batch]
             inputs = tf.ensure_shape(tf.gather_nd(patches, chunk), [None, PATCH_FRAMES, N_MELS])
-            values = self._network(inputs, training=False)
+            values = tf.concat([network(inputs, training=False) for network in self._networks], axis=-1)
             return start + self.patch_batch, tf.tensor_scatter_nd_update(features, chunk, values)
 
         _, features = tf.while_loop(lambda start, _: start < tf.shape(where)[0], step, [tf.constant(0), features])
         return features, counts
 
 
-def shared_patch_features() -> MusicnnPatchFeatures:
-    """The process's one MusicnnPatchFeatures (building one reads the checkpoint and traces the
-    graph). Built eagerly even when first asked for while a tf.function traces (a feature
-    transform's or a serving graph's): its weights are set from numpy values."""
+def shared_patch_features(models: Tuple[str, ...] = (MODEL,)) -> MusicnnPatchFeatures:
+    """The process's one MusicnnPatchFeatures of `models` (building one reads the checkpoints and
+    traces the graph). Built eagerly even when first asked for while a tf.function traces (a
+    feature transform's or a serving graph's): its weights are set from numpy values."""
     with tf.init_scope():
-        return _shared_patch_features()
+        return _shared_patch_features(tuple(models))
 
 
-@functools.lru_cache(maxsize=1)
-def _shared_patch_features() -> MusicnnPatchFeatures:
-    return MusicnnPatchFeatures()
+@functools.lru_cache(maxsize=None)
+def _shared_patch_features(models: Tuple[str, ...]) -> MusicnnPatchFeatures:
+    return MusicnnPatchFeatures(models)
 
 
-def patch_features(waveform_22k: np.ndarray) -> np.ndarray:
-    """[patches, 753] float32 for one mono track at 22050 Hz (its first 30 s), by `shared_patch_features()`."""
+def patch_features(waveform_22k: np.ndarray, models: Tuple[str, ...] = (MODEL,)) -> np.ndarray:
+    """[patches, 753 per model] float32 for one mono track at 22050 Hz (its first 30 s), by
+    `shared_patch_features(models)`."""
     waveform = np.asarray(waveform_22k, np.float32)
     if waveform.ndim != 1:
         raise ValueError(f"expected mono samples [samples], got shape {waveform.shape}")
     waveform = waveform[:MAX_INPUT_SAMPLES]  # the rest is not used; no need to copy it into TensorFlow
-    features, counts = shared_patch_features()(waveform[None], np.array([len(waveform)], np.int32))
+    features, counts = shared_patch_features(models)(waveform[None], np.array([len(waveform)], np.int32))
     return features[0, : int(counts[0])].numpy()
