@@ -13,10 +13,11 @@ Beside them, in the same run:
   of the features, so block loading is inside the timed steps;
 - (d) the demo default variant (metric_1vs4_genre: the genre head's extra
   softmax per step) through pipeline (a), against Metric-1vs4;
-- (e) the musicnn front end's variant (metric_1vs4_genre_musicnn: its dense
-  head on stored patch features) through pipeline (a), at 3 s (one patch;
-  musicnn's contexts are whole 3 s patches). Its features cost about 0.8 s
-  of CPU per track once, in the feature component (benchmarks/frontend.py).
+- (e) the musicnn front ends' variants (metric_1vs4_genre_musicnn on MSD
+  patch features, 753-d, and metric_1vs4_genre_msd_mtt on MSD + MTT ones,
+  1506-d: a dense head on stored patch features) through pipeline (a), at
+  3 s (one patch; musicnn's contexts are whole 3 s patches). Their features
+  cost CPU once per track, in the feature component (benchmarks/frontend.py).
 
     python benchmarks/audio_training.py --out reports/benchmarks/audio_training.json
     python benchmarks/audio_training.py --features runs/demo/features   # real log-mels instead of random ones
@@ -44,7 +45,7 @@ from musicrec.trainer.audio_input import Cropper, LogMelStore, training_examples
 from musicrec.trainer.log_mel_shards import LogMelShards, block_dataset, write_shards
 
 DEFAULT_VARIANT = "metric_1vs4_genre"  # pipeline/configs/demo.yaml's
-MUSICNN_VARIANT = "metric_1vs4_genre_musicnn"
+PRETRAINED_VARIANTS = ("metric_1vs4_genre_musicnn", "metric_1vs4_genre_msd_mtt")
 SHARDS = 16
 
 
@@ -97,12 +98,12 @@ def measure(store: LogMelStore, shard_files: list, pairs: pd.DataFrame, context_
         model.compile(optimizer=build_optimizer(variant_config, steps))
         rates[name] = segments_per_second(model, batches, steps, per_step)
     reference = (rates["in_memory"] + rates["in_memory_again"]) / 2  # bracket the pipeline runs against drift
-    if context_seconds == 3.0:
-        rates["musicnn_variant"] = musicnn_rate(store, pairs, users, vectors, classes, steps)
+    pretrained = {variant: pretrained_rate(variant, store, pairs, users, vectors, classes, steps)
+                  for variant in (PRETRAINED_VARIANTS if context_seconds == 3.0 else ())}
     return {
         "context_seconds": context_seconds,
         "segments_per_second": {"tf_data": rates["tf_data"], "in_memory": reference, "blocks": rates["blocks"],
-                                "default_variant": rates["default_variant"], "musicnn_variant": rates.get("musicnn_variant")},
+                                "default_variant": rates["default_variant"], **pretrained},
         "input_pipeline_cost": 1 - rates["tf_data"] / reference,
         "blocks_cost": 1 - rates["blocks"] / reference,
         "blocks_per_pass": len(shards.blocks()),
@@ -111,10 +112,11 @@ def measure(store: LogMelStore, shard_files: list, pairs: pd.DataFrame, context_
     }
 
 
-def musicnn_rate(store: LogMelStore, pairs: pd.DataFrame, users: dict, vectors: np.ndarray, classes, steps: int) -> float:
-    """Segments/s of the musicnn variant through the tf.data pipeline, on random patch features
-    of the store's tracks (ten 3 s patches each: the first 30 s)."""
-    config = AudioBranchConfig.variant(MUSICNN_VARIANT)
+def pretrained_rate(variant: str, store: LogMelStore, pairs: pd.DataFrame, users: dict, vectors: np.ndarray, classes,
+                    steps: int) -> float:
+    """Segments/s of a musicnn front end's variant through the tf.data pipeline, on random patch
+    features of the store's tracks (ten 3 s patches each: the first 30 s)."""
+    config = AudioBranchConfig.variant(variant)
     front = front_end(config.front_end)
     rng = np.random.default_rng(2)
     features = LogMelStore.from_arrays(store.track_ids, [rng.gamma(2.0, 1.0, (front.max_frames, front.frame_dim)).astype(np.float16)
@@ -142,12 +144,13 @@ def main(argv=None) -> dict:
         shard_files = write_shards(store, folder, SHARDS)
         results = [measure(store, shard_files, pairs, seconds, args.steps) for seconds in (3.0, 10.0)]
     print(f"{'context':>8s} {'tf.data seg/s':>14s} {'in-memory seg/s':>16s} {'pipeline cost':>14s} "
-          f"{'blocks seg/s':>13s} {'blocks cost':>12s} {DEFAULT_VARIANT + ' seg/s':>24s} {MUSICNN_VARIANT + ' seg/s':>32s}")
+          f"{'blocks seg/s':>13s} {'blocks cost':>12s} {DEFAULT_VARIANT + ' seg/s':>24s} "
+          + " ".join(f"{variant + ' seg/s':>32s}" for variant in PRETRAINED_VARIANTS))
     for r in results:
         s = r["segments_per_second"]
-        musicnn = f"{s['musicnn_variant']:32.0f}" if s["musicnn_variant"] else f"{'n/a':>32s}"
+        pretrained = " ".join(f"{s[v]:32.0f}" if v in s else f"{'n/a':>32s}" for v in PRETRAINED_VARIANTS)
         print(f"{r['context_seconds']:7.0f}s {s['tf_data']:14.0f} {s['in_memory']:16.0f} {100 * r['input_pipeline_cost']:13.1f}% "
-              f"{s['blocks']:13.0f} {100 * r['blocks_cost']:11.1f}% {s['default_variant']:24.0f} {musicnn}")
+              f"{s['blocks']:13.0f} {100 * r['blocks_cost']:11.1f}% {s['default_variant']:24.0f} {pretrained}")
     print(f"encoder parameters: {results[0]['parameters']:,}; blocks per pass: {results[0]['blocks_per_pass']}; "
           "target: pipeline cost at most 10%")
     out = pathlib.Path(args.out)

@@ -7,8 +7,9 @@ stereo and 22.05 kHz mono:
   decode:          ours (soundfile + soxr)  vs  tensorflow-io  vs  librosa.load
   log-mel alone:   ours (tf.signal)         vs  librosa melspectrogram + power_to_db
   decode+log-mel:  ours                     vs  librosa
-  musicnn features (the musicnn front end's patch features, musicrec/audio/musicnn.py),
-                   beside our log-mel: what a run on that front end adds per track
+  musicnn features (the musicnn front ends' patch features, musicrec/audio/musicnn.py:
+                   MSD_musicnn alone, and MSD + MTT), beside our log-mel: what a run on
+                   those front ends adds per track
 
 Prints a table with the ratios and writes them as JSON (--out). Targets from
 the foundation issue: log-mel alone at least 4x librosa, decode + log-mel at
@@ -130,6 +131,7 @@ def main(argv=None) -> dict:
             "decode_log_mel_ours": seconds_per_track(lambda p: ours_log_mel_np(ours_decode(p)), paths, args.repeats),
             "decode_log_mel_librosa": seconds_per_track(lambda p: librosa_log_mel(librosa_decode(p)), paths, args.repeats),
             "musicnn_features_ours": seconds_per_track(musicnn.patch_features, decoded, 1),
+            "musicnn_msd_mtt_features_ours": seconds_per_track(lambda w: musicnn.patch_features(w, musicnn.MODELS), decoded, 1),
         }
         # Decoding costs the same in both (librosa.load is soundfile + soxr too),
         # so the end-to-end ratio depends on the container: show it per variant.
@@ -148,6 +150,7 @@ def main(argv=None) -> dict:
         "decode_log_mel_vs_librosa": timings["decode_log_mel_librosa"] / timings["decode_log_mel_ours"],
         "decode_soundfile_vs_tensorflow_io": timings["decode_tensorflow_io"] / timings["decode_ours_soundfile_soxr"],
         "musicnn_features_vs_log_mel": timings["musicnn_features_ours"] / timings["log_mel_ours"],
+        "musicnn_msd_mtt_features_vs_log_mel": timings["musicnn_msd_mtt_features_ours"] / timings["log_mel_ours"],
     }
     report = {
         "clip_seconds": SECONDS,

@@ -19,15 +19,17 @@ from musicrec.data.tf_examples import columns_from_frame, serialize_rows
 from musicrec.pipeline.table1 import Table1Config, parse_rows, reproduce_table1
 
 LATER_VARIANTS = sorted(set(VARIANTS) - set(PAPER_NAMES))
-# Those on log-mels, trained here on the tiny log-mels; the musicnn front end's variant is
-# trained and exported on musicnn features in tests/test_musicnn_front_end.py.
+# Those on log-mels, trained here on the tiny log-mels; the musicnn front ends' variants are
+# trained and exported on musicnn features in tests/test_musicnn_front_end.py (MSD) and by the
+# tiny pipeline (MSD + MTT, the demo's default: tests/test_pipeline.py, tests/test_release.py).
 LOG_MEL_LATER_VARIANTS = [v for v in LATER_VARIANTS if AudioBranchConfig.variant(v).front_end == "log_mel"]
 
 
 def test_later_variants_are_named_and_the_papers_unchanged():
     assert LATER_VARIANTS == ["contrastive_1vs4", "metric_1vs4_adapted", "metric_1vs4_augmented", "metric_1vs4_genre",
-                              "metric_1vs4_genre_musicnn", "metric_1vs4_hard", "metric_1vs4_refined"]
-    assert set(LATER_VARIANTS) - set(LOG_MEL_LATER_VARIANTS) == {"metric_1vs4_genre_musicnn"}
+                              "metric_1vs4_genre_msd_mtt", "metric_1vs4_genre_musicnn", "metric_1vs4_hard",
+                              "metric_1vs4_refined"]
+    assert set(LATER_VARIANTS) - set(LOG_MEL_LATER_VARIANTS) == {"metric_1vs4_genre_msd_mtt", "metric_1vs4_genre_musicnn"}
     assert set(VARIANT_NAMES) == set(VARIANTS) and len(set(VARIANT_NAMES.values())) == len(VARIANTS)
     assert {v: VARIANT_NAMES[v] for v in PAPER_NAMES} == PAPER_NAMES
     defaults = AudioBranchConfig()  # the paper's recipe stays the default

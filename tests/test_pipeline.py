@@ -151,7 +151,8 @@ def test_practitioner_baselines_beside_the_audio_models_on_the_same_test_pairs(f
     pd.testing.assert_frame_equal(pairs[["user_id", "track_id", "label"]], test[["user_id", "track_id", "label"]])
 
     tracks = load_with_adapter(config.dataset_dir, config.dataset_adapter).tracks
-    patches = open_log_mels([feature_files(run.output_path("AudioFeatures", "features"), "musicnn")], 4096.0, "musicnn")
+    front = AudioBranchConfig.variant(config.variant).front_end  # the demo's: musicnn's MSD + MTT patch features
+    patches = open_log_mels([feature_files(run.output_path("AudioFeatures", "features"), front)], 4096.0, front)
     expected = practitioner_baselines(train, test, {
         "musicnn": ("musicnn", stored_patch_means(patches)),
         "metadata_genre": ("genre one-hot", one_hot(tracks, "genre"))})
