@@ -67,7 +67,8 @@ def test_every_variant_builds_and_gives_one_loss_per_example(variant, seconds):
     assert losses.shape == (2,) and np.all(np.isfinite(losses.numpy()))
     assert model.embed(tf.random.normal([3, frames, dim])).shape == (3, 40)
     patches = {3.0: 1, 9.0: 3}[seconds]  # musicnn front ends: one frame per 3 s patch
-    assert frames == {"log_mel": {3.0: 130, 9.0: 388}[seconds], "musicnn": patches, "musicnn_msd_mtt": patches}[config.front_end]
+    assert frames == {"log_mel": {3.0: 130, 9.0: 388}[seconds], "musicnn": patches, "musicnn_msd_mtt": patches,
+                      "musicnn_msd_mtt_max_mean": patches}[config.front_end]
     assert model.user_vectors.trainable == (variant == "dcue_1vs1")
 
 

@@ -49,17 +49,17 @@ def audio_files(tmp_path_factory):
 class _Worker:
     """`musicnn_worker` run on the files as its own process, as MusicnnFeatures runs it."""
 
-    def __init__(self, files, scratch):
+    def __init__(self, files, scratch, layer: str = musicnn_worker.LAYER):
         self.outs = [str(scratch / f"{i}.npy") for i in range(len(files))]
         jobs = scratch / "jobs.jsonl"
         jobs.write_text("".join(json.dumps({"path": p, "out": o}) + "\n" for p, o in zip(files, self.outs)))
         self.stdout, self.stderr = open(scratch / "stdout", "w+"), open(scratch / "stderr", "w+")
-        self.process = subprocess.Popen([sys.executable, "-m", musicnn_worker.__name__, str(jobs)],
+        self.process = subprocess.Popen([sys.executable, "-m", musicnn_worker.__name__, str(jobs), "--layer", layer],
                                         stdout=self.stdout, stderr=self.stderr, text=True)
         self._features = None
 
     def features(self):
-        """The original musicnn's max_pool per patch, [patches, 753] per file."""
+        """The original musicnn's layer (max_pool unless told) per patch, [patches, 753] per file."""
         if self._features is None:
             if self.process.wait(timeout=300) != 0:
                 self.stderr.seek(0)
@@ -85,6 +85,14 @@ def worker(audio_files, tmp_path_factory):
     """Started before the first test: the worker takes ~25 s to start, which the tests of the
     port alone (first in this file) overlap; the comparisons with it come last."""
     running = _Worker(audio_files, tmp_path_factory.mktemp("musicnn_worker"))
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mean_pool_worker(audio_files, tmp_path_factory):
+    """The same for musicnn's mean_pool layer, started beside the first."""
+    running = _Worker(audio_files, tmp_path_factory.mktemp("musicnn_worker_mean"), layer="mean_pool")
     yield running
     running.close()
 
@@ -171,7 +179,7 @@ def test_saved_model_round_trip_uses_core_ops_only(extractor, waveforms, port_fe
     assert not {op for op in ops if "PyFunc" in op or op not in dir(tf.raw_ops)}, sorted(ops)
 
 
-def test_front_end_and_network_match_the_original_on_the_same_input(audio_files, worker):
+def test_front_end_and_network_match_the_original_on_the_same_input(audio_files, worker, mean_pool_worker):
     """On the worker's own 16 kHz samples our log-mel equals its patches; on its patches our network equals it."""
     audio_16k = load_audio(audio_files[1], musicnn.SAMPLE_RATE, max_seconds=musicnn_worker.MAX_SECONDS)
     theirs = musicnn_worker.spectrogram_patches(audio_16k)  # imports musicnn's configuration only: eager stays on
@@ -183,11 +191,13 @@ def test_front_end_and_network_match_the_original_on_the_same_input(audio_files,
     # At most a float16 rounding step apart (log10(1 + 1e4 x) moves by < 4.9e-4 / ln 10 per step).
     assert np.abs(ours - theirs).max() < 1e-3
 
-    network = musicnn.build_max_pool_network()
+    network = musicnn.build_pooled_network(pools=musicnn.POOLS)  # max_pool, then mean_pool
     assert not network.trainable_weights
     features = network(theirs, training=True).numpy()  # frozen: batch norm keeps its moving statistics
-    reference = worker.features()[1]
-    assert np.abs(features - reference).max() <= 1e-4 * np.abs(reference).max()
+    for pooled, reference in zip(np.split(features, 2, axis=1), (worker.features()[1], mean_pool_worker.features()[1])):
+        assert np.abs(pooled - reference).max() <= 1e-4 * np.abs(reference).max()
+    with pytest.raises(ValueError, match="pools must be some of"):
+        musicnn.build_pooled_network(pools=("min_pool",))
 
 
 def _cosine_and_relative_error(ours: np.ndarray, theirs: np.ndarray):

@@ -85,3 +85,23 @@ def test_every_configured_baseline_is_reported_even_where_it_does_not_apply_or_f
     assert genre.auc.pairs == len(test) and genre.auc.pooled == pytest.approx(pair_auc(test, genre.scores).pooled)
     rows = format_baselines([r.as_dict() for r in results])
     assert sum("| n/a | n/a |" in row for row in rows) == 4
+
+
+def test_the_musicnn_baseline_reads_the_msd_max_pool_columns_of_any_musicnn_front_end():
+    """Front ends concatenate model by model, each model's pools in order: the baseline takes
+    MSD_musicnn's max_pool, averaged over the track's patches, whichever front end stored it."""
+    from musicrec.audio import musicnn
+    from musicrec.audio.front_ends import FRONT_ENDS
+    from musicrec.trainer.audio_input import LogMelStore
+    from musicrec.trainer.practitioner_baselines import MSD_PATCH_FRONT_ENDS, stored_patch_means
+
+    assert MSD_PATCH_FRONT_ENDS == ("musicnn", "musicnn_msd_mtt", "musicnn_msd_mtt_max_mean")
+    for name in MSD_PATCH_FRONT_ENDS:
+        columns = np.arange(FRONT_ENDS[name].frame_dim, dtype=np.float32) / 1000  # each column holds its index
+        patches = [np.stack([columns, columns + 1]), columns[None]]  # two patches (mean: +0.5), one patch
+        store = LogMelStore.from_arrays(["a", "b"], [p.astype(np.float16) for p in patches], name)
+        table = stored_patch_means(store)
+        expected = columns[:musicnn.FEATURE_DIM].astype(np.float16).astype(np.float32)
+        np.testing.assert_allclose(table.vectors, np.stack([expected + 0.5, expected]), atol=2e-3)
+    with pytest.raises(ValueError, match="not 'log_mel' frames"):
+        stored_patch_means(LogMelStore.from_arrays(["a"], [np.zeros((5, 128), np.float16)]))

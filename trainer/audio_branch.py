@@ -17,6 +17,7 @@ Table 1 models and the later variants are configurations of it:
 | metric_1vs4_genre     | as metric_1vs4_refined   | 1 liked, 4 disliked     | cosine hinge + 2 x genre softmax on the AE |
 | metric_1vs4_genre_musicnn | as metric_1vs4_genre | musicnn patch features  | as metric_1vs4_genre; Adam             |
 | metric_1vs4_genre_msd_mtt | as metric_1vs4_genre | musicnn MSD + MTT patch features | as metric_1vs4_genre; Adam    |
+| metric_1vs4_genre_msd_mtt_max_mean | as metric_1vs4_genre | as above, max and mean pools | as metric_1vs4_genre; Adam |
 
 Each later variant changes one thing of Metric-1vs4, so each is measured
 against it; they combine as configuration fields (e.g. `variant("contrastive_1vs4",
@@ -87,6 +88,9 @@ VARIANTS: Dict[str, dict] = {
 }
 # The same head on both of musicnn's models (MSD and MagnaTagATune tags), concatenated per patch.
 VARIANTS["metric_1vs4_genre_msd_mtt"] = dict(VARIANTS["metric_1vs4_genre_musicnn"], front_end="musicnn_msd_mtt")
+# ... and each model's mean_pool beside its max_pool (docs/robustness.md: measured on some worlds only).
+VARIANTS["metric_1vs4_genre_msd_mtt_max_mean"] = dict(VARIANTS["metric_1vs4_genre_musicnn"],
+                                                     front_end="musicnn_msd_mtt_max_mean")
 LR_SCHEDULES = ("inverse_time", "cosine")
 OPTIMIZERS = ("sgd", "adam")
 USER_VECTORS = ("ue", "adapted_ue", "lookup")
@@ -102,6 +106,7 @@ VARIANT_NAMES = {  # how reports name every variant: the paper's names, then the
     "metric_1vs4_genre": "Metric-1vs4 + user refinement + genre head",
     "metric_1vs4_genre_musicnn": "Metric-1vs4 + user refinement + genre head, musicnn front end",
     "metric_1vs4_genre_msd_mtt": "Metric-1vs4 + user refinement + genre head, musicnn MSD + MTT front end",
+    "metric_1vs4_genre_msd_mtt_max_mean": "Metric-1vs4 + user refinement + genre head, musicnn MSD + MTT max and mean pools",
 }
 EXCLUDED_LOGIT = -1e9  # a candidate left out of a softmax or of the mining (exp underflows to 0)
 # The genre head scores unit AEs: cosines in [-1, 1] times this scale (temperature 0.1), so

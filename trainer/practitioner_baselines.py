@@ -189,7 +189,8 @@ POPULARITY_DESCRIPTION = "popularity (training likes of the track)"
 MUSICNN_DESCRIPTION = "musicnn MSD max_pool + per-user LR"
 # The front ends whose stored patch features hold the musicnn baseline's (MSD_musicnn max_pool).
 MSD_PATCH_FRONT_ENDS = tuple(name for name, front in front_ends.FRONT_ENDS.items()
-                             if isinstance(front, front_ends.MusicnnFrontEnd) and musicnn.MODEL in front.models)
+                             if isinstance(front, front_ends.MusicnnFrontEnd) and musicnn.MODEL in front.models
+                             and "max_pool" in front.pools)
 
 
 def check_baseline_names(baselines: Sequence[str]) -> None:
@@ -237,7 +238,8 @@ def stored_patch_means(patch_store) -> TrackFeatureTable:
     one_patch = keras.Sequential([keras.layers.InputLayer(input_shape=(None, front.frame_dim)),
                                   keras.layers.GlobalAveragePooling1D()])
     means = track_embeddings(one_patch, patch_store, context_frames=1)
-    start = front.models.index(musicnn.MODEL) * musicnn.FEATURE_DIM
+    # Columns go model by model, each model's pools in order.
+    start = (front.models.index(musicnn.MODEL) * len(front.pools) + front.pools.index("max_pool")) * musicnn.FEATURE_DIM
     return TrackFeatureTable(list(patch_store.track_ids), means[:, start:start + musicnn.FEATURE_DIM])
 
 

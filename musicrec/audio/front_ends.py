@@ -12,6 +12,8 @@ compute them from the request's waveform, all through this one definition:
 |           | pretrained and frozen (`musicrec.audio.musicnn`)  |     |                |             |
 | `musicnn_msd_mtt` | the MSD and the MTT model's max_pool  | 1506 | 10            | 1 patch     |
 |           | vectors of the same patch, concatenated           |     |                |             |
+| `musicnn_msd_mtt_max_mean` | as `musicnn_msd_mtt`, each model's | 3012 | 10    | 1 patch     |
+|           | max_pool then mean_pool                           |     |                |             |
 
 Centred log-mel frames put one frame on each end of an excerpt, so
 consecutive segments share their boundary frame (30 s holds exactly ten 3 s
@@ -106,7 +108,8 @@ class LogMelFrontEnd(FrontEnd):
 
 @dataclasses.dataclass(frozen=True)
 class MusicnnFrontEnd(FrontEnd):
-    models: Tuple[str, ...] = (musicnn.MODEL,)  # whose max_pool vectors, concatenated in this order
+    models: Tuple[str, ...] = (musicnn.MODEL,)  # whose pooled vectors, concatenated model by model
+    pools: Tuple[str, ...] = ("max_pool",)  # each model's poolings of a patch (musicnn.POOLS), in this order
 
     def frames(self, waveform, num_samples):
         return self.module()(waveform, num_samples)
@@ -115,20 +118,22 @@ class MusicnnFrontEnd(FrontEnd):
         return musicnn.shortest_input(context_frames)  # a frame is a patch
 
     def module(self):
-        return musicnn.shared_patch_features(self.models)  # musicnn's frozen networks, one set per process
+        return musicnn.shared_patch_features(self.models, self.pools)  # musicnn's frozen networks, one set per process
 
 
-def _musicnn_front_end(name: str, models: Tuple[str, ...]) -> MusicnnFrontEnd:
+def _musicnn_front_end(name: str, models: Tuple[str, ...], pools: Tuple[str, ...] = ("max_pool",)) -> MusicnnFrontEnd:
     # musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
-    return MusicnnFrontEnd(name, musicnn.FEATURE_DIM * len(models), musicnn.max_patches(), 3.0, shared_boundary=False,
-                           shard_prefix=name, models=models)
+    return MusicnnFrontEnd(name, musicnn.FEATURE_DIM * len(models) * len(pools), musicnn.max_patches(), 3.0,
+                           shared_boundary=False, shard_prefix=name, models=models, pools=pools)
 
 
 LOG_MEL_FRONT_END = LogMelFrontEnd("log_mel", LOG_MEL.n_mels, LOG_MEL.max_frames, LOG_MEL.hop_length / LOG_MEL.sample_rate,
                                    shared_boundary=True, shard_prefix="log_mel")
 MUSICNN_FRONT_END = _musicnn_front_end("musicnn", (musicnn.MODEL,))
 MUSICNN_MSD_MTT_FRONT_END = _musicnn_front_end("musicnn_msd_mtt", musicnn.MODELS)
-FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END, MUSICNN_MSD_MTT_FRONT_END)}
+MUSICNN_MSD_MTT_MAX_MEAN_FRONT_END = _musicnn_front_end("musicnn_msd_mtt_max_mean", musicnn.MODELS, musicnn.POOLS)
+FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END, MUSICNN_MSD_MTT_FRONT_END,
+                                                       MUSICNN_MSD_MTT_MAX_MEAN_FRONT_END)}
 
 
 def front_end(name: str) -> FrontEnd:

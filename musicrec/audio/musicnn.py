@@ -27,10 +27,11 @@ Definition (what `musicnn_worker` computes; `tests/test_musicnn_port.py` checks)
     the whole excerpt, the trailing partial patch dropped, so a track gives
     floor((1 + n // 256) / 187) patches for n samples at 16 kHz (none under
     2.98 s; the worker refuses tracks under 3 s);
-  * network (`build_max_pool_network`): MSD_musicnn's timbral and temporal
+  * network (`build_pooled_network`): MSD_musicnn's timbral and temporal
     convolutions and its mid-end with residuals, then the max over the
-    patch's 187 frames of the 753 concatenated features, with musicnn's
-    trained weights, frozen, batch norm in inference mode.
+    patch's 187 frames of the 753 concatenated features (`max_pool`; and /
+    or their mean, musicnn's `mean_pool`), with musicnn's trained weights,
+    frozen, batch norm in inference mode.
 
 Agreement with the original (musicnn 0.1.0 run by `musicnn_worker` on 8
 rendered tracks of 7-33 s at 22.05, 32 and 44.1 kHz; max_pool values reach
@@ -88,6 +89,8 @@ MODEL = "MSD_musicnn"  # the baseline's and the `musicnn` front end's model
 # musicnn ships the same architecture trained on two tag sets: the Million Song Dataset's 50
 # tags (genres, moods, eras) and MagnaTagATune's 50 (instruments, voices, timbre as well).
 MODELS = ("MSD_musicnn", "MTT_musicnn")
+# musicnn's two poolings of its 753 mid-end features over a patch's 187 frames (its layer names).
+POOLS = ("max_pool", "mean_pool")
 MAX_INPUT_SAMPLES = int(MAX_SECONDS * INPUT_RATE)
 
 # 22050 -> 16000 Hz is 320 output samples per 441 input samples.
@@ -226,8 +229,8 @@ def _freq_max(tensor, name: str):
     return layers.Reshape((PATCH_FRAMES, channels), name=name + "_squeeze")(tensor)
 
 
-def _max_pool_architecture() -> tf_keras.Model:
-    """MSD_musicnn up to max_pool (musicnn/models.py), untrained.
+def _pooled_architecture(pools: Tuple[str, ...]) -> tf_keras.Model:
+    """MSD_musicnn up to its `pools` (musicnn/models.py), concatenated in that order, untrained.
 
     Each weighted layer is named after its tf.compat.v1 scope in the checkpoint, so
     loading is a copy by name. musicnn applies batch norm after the ReLU throughout.
@@ -257,16 +260,23 @@ def _max_pool_architecture() -> tf_keras.Model:
     c3 = layers.Conv1D(64, 7, padding="same", activation="relu", name="conv2d_7")(r2)
     r3 = layers.Add(name="res_conv3")([layers.BatchNormalization(name="batch_normalization_8", **_BN)(c3), r2])
     dense = layers.Concatenate(name="midend")([front, c1, r2, r3])  # [B, 187, 753]
-    return tf_keras.Model(log_mel, layers.GlobalMaxPooling1D(name="max_pool")(dense), name="musicnn_max_pool")
+    pooling = {"max_pool": layers.GlobalMaxPooling1D, "mean_pool": layers.GlobalAveragePooling1D}
+    pooled = [pooling[pool](name=pool)(dense) for pool in pools]
+    output = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="pools")(pooled)
+    return tf_keras.Model(log_mel, output, name="musicnn_" + "_".join(pools))
 
 
-def build_max_pool_network(model: str = MODEL) -> tf_keras.Model:
-    """[batch, 187, 96] log-mel -> [batch, 753] max_pool, with `model`'s weights, frozen.
+def build_pooled_network(model: str = MODEL, pools: Tuple[str, ...] = ("max_pool",)) -> tf_keras.Model:
+    """[batch, 187, 96] log-mel -> [batch, 753 per pool] (max_pool and / or mean_pool), with
+    `model`'s weights, frozen.
 
     Frozen tf_keras batch norm runs in inference mode (moving statistics) even when
     called with training=True, so a trainable head can sit on top without care.
     """
-    network = _max_pool_architecture()
+    unknown = set(pools) - set(POOLS)
+    if unknown or not pools:
+        raise ValueError(f"pools must be some of {POOLS}, not {pools!r}")
+    network = _pooled_architecture(tuple(pools))
     tensors = _checkpoint_tensors(model)
     for layer in network.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -294,13 +304,15 @@ class MusicnnPatchFeatures(tf.Module):
     about 30 MB, so a batch of long tracks would otherwise need gigabytes.
     """
 
-    def __init__(self, models: Tuple[str, ...] = (MODEL,), patch_batch: int = 16, name=None):
-        """`models`: the musicnn models (`MODELS`) whose max_pool vectors of each patch are
-        concatenated, in this order; they share the log-mel patches."""
+    def __init__(self, models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = ("max_pool",), patch_batch: int = 16,
+                 name=None):
+        """`models`: the musicnn models (`MODELS`) whose pooled vectors (`pools`, of `POOLS`) of
+        each patch are concatenated, model by model and pool by pool in these orders; they share
+        the log-mel patches."""
         super().__init__(name=name)
-        networks = [build_max_pool_network(model) for model in models]
-        self.models = tuple(models)
-        self.feature_dim = FEATURE_DIM * len(networks)
+        networks = [build_pooled_network(model, tuple(pools)) for model in models]
+        self.models, self.pools = tuple(models), tuple(pools)
+        self.feature_dim = FEATURE_DIM * len(networks) * len(self.pools)
         # The weights are tracked (SavedModels and checkpoints hold them), the Keras models are
         # held as plain callables: a tracked Keras model makes tf.saved_model.save trace each
         # layer for Keras's own reloading, 21 s instead of 1.5 s here, for nothing a
@@ -320,7 +332,7 @@ class MusicnnPatchFeatures(tf.Module):
           waveform: [batch, samples] float32 at 22050 Hz; row i holds num_samples[i] samples and padding.
           num_samples: [batch] int32 or int64.
         Returns:
-          features [batch, max patches, feature_dim] float32 (753 per model; zero beyond a row's count) and
+          features [batch, max patches, feature_dim] float32 (753 per model and pool; zero beyond a row's count) and
           counts [batch] int32: floor((1 + n16 // 256) / 187) for the row's first 30 s resampled
           to n16 = round(n * 320 / 441) samples at 16 kHz (soxr's count, so a 22050 Hz file gets
           the worker's count). The shortest row with c patches has
@@ -358,25 +370,26 @@ class MusicnnPatchFeatures(tf.Module):
         return features, counts
 
 
-def shared_patch_features(models: Tuple[str, ...] = (MODEL,)) -> MusicnnPatchFeatures:
-    """The process's one MusicnnPatchFeatures of `models` (building one reads the checkpoints and
+def shared_patch_features(models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = ("max_pool",)) -> MusicnnPatchFeatures:
+    """The process's one MusicnnPatchFeatures of `models` and `pools` (building one reads the checkpoints and
     traces the graph). Built eagerly even when first asked for while a tf.function traces (a
     feature transform's or a serving graph's): its weights are set from numpy values."""
     with tf.init_scope():
-        return _shared_patch_features(tuple(models))
+        return _shared_patch_features(tuple(models), tuple(pools))
 
 
 @functools.lru_cache(maxsize=None)
-def _shared_patch_features(models: Tuple[str, ...]) -> MusicnnPatchFeatures:
-    return MusicnnPatchFeatures(models)
+def _shared_patch_features(models: Tuple[str, ...], pools: Tuple[str, ...]) -> MusicnnPatchFeatures:
+    return MusicnnPatchFeatures(models, pools)
 
 
-def patch_features(waveform_22k: np.ndarray, models: Tuple[str, ...] = (MODEL,)) -> np.ndarray:
-    """[patches, 753 per model] float32 for one mono track at 22050 Hz (its first 30 s), by
-    `shared_patch_features(models)`."""
+def patch_features(waveform_22k: np.ndarray, models: Tuple[str, ...] = (MODEL,),
+                   pools: Tuple[str, ...] = ("max_pool",)) -> np.ndarray:
+    """[patches, 753 per model and pool] float32 for one mono track at 22050 Hz (its first 30 s),
+    by `shared_patch_features(models, pools)`."""
     waveform = np.asarray(waveform_22k, np.float32)
     if waveform.ndim != 1:
         raise ValueError(f"expected mono samples [samples], got shape {waveform.shape}")
     waveform = waveform[:MAX_INPUT_SAMPLES]  # the rest is not used; no need to copy it into TensorFlow
-    features, counts = shared_patch_features(models)(waveform[None], np.array([len(waveform)], np.int32))
+    features, counts = shared_patch_features(models, pools)(waveform[None], np.array([len(waveform)], np.int32))
     return features[0, : int(counts[0])].numpy()
