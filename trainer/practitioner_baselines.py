@@ -190,7 +190,7 @@ MUSICNN_DESCRIPTION = "musicnn MSD max_pool + per-user LR"
 # The front ends whose stored patch features hold the musicnn baseline's (MSD_musicnn max_pool).
 MSD_PATCH_FRONT_ENDS = tuple(name for name, front in front_ends.FRONT_ENDS.items()
                              if isinstance(front, front_ends.MusicnnFrontEnd) and musicnn.MODEL in front.models
-                             and "max_pool" in front.pools)
+                             and musicnn.POOL in front.pools)
 
 
 def check_baseline_names(baselines: Sequence[str]) -> None:
@@ -239,7 +239,7 @@ def stored_patch_means(patch_store) -> TrackFeatureTable:
                                   keras.layers.GlobalAveragePooling1D()])
     means = track_embeddings(one_patch, patch_store, context_frames=1)
     # Columns go model by model, each model's pools in order.
-    start = (front.models.index(musicnn.MODEL) * len(front.pools) + front.pools.index("max_pool")) * musicnn.FEATURE_DIM
+    start = (front.models.index(musicnn.MODEL) * len(front.pools) + front.pools.index(musicnn.POOL)) * musicnn.FEATURE_DIM
     return TrackFeatureTable(list(patch_store.track_ids), means[:, start:start + musicnn.FEATURE_DIM])
 
 

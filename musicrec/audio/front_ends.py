@@ -109,7 +109,7 @@ class LogMelFrontEnd(FrontEnd):
 @dataclasses.dataclass(frozen=True)
 class MusicnnFrontEnd(FrontEnd):
     models: Tuple[str, ...] = (musicnn.MODEL,)  # whose pooled vectors, concatenated model by model
-    pools: Tuple[str, ...] = ("max_pool",)  # each model's poolings of a patch (musicnn.POOLS), in this order
+    pools: Tuple[str, ...] = (musicnn.POOL,)  # each model's poolings of a patch (musicnn.POOLS), in this order
 
     def frames(self, waveform, num_samples):
         return self.module()(waveform, num_samples)
@@ -121,7 +121,7 @@ class MusicnnFrontEnd(FrontEnd):
         return musicnn.shared_patch_features(self.models, self.pools)  # musicnn's frozen networks, one set per process
 
 
-def _musicnn_front_end(name: str, models: Tuple[str, ...], pools: Tuple[str, ...] = ("max_pool",)) -> MusicnnFrontEnd:
+def _musicnn_front_end(name: str, models: Tuple[str, ...], pools: Tuple[str, ...] = (musicnn.POOL,)) -> MusicnnFrontEnd:
     # musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
     return MusicnnFrontEnd(name, musicnn.FEATURE_DIM * len(models) * len(pools), musicnn.max_patches(), 3.0,
                            shared_boundary=False, shard_prefix=name, models=models, pools=pools)

@@ -91,6 +91,7 @@ MODEL = "MSD_musicnn"  # the baseline's and the `musicnn` front end's model
 MODELS = ("MSD_musicnn", "MTT_musicnn")
 # musicnn's two poolings of its 753 mid-end features over a patch's 187 frames (its layer names).
 POOLS = ("max_pool", "mean_pool")
+POOL = "max_pool"  # the baseline's layer, and the pooling every front end reads unless told
 MAX_INPUT_SAMPLES = int(MAX_SECONDS * INPUT_RATE)
 
 # 22050 -> 16000 Hz is 320 output samples per 441 input samples.
@@ -266,7 +267,7 @@ def _pooled_architecture(pools: Tuple[str, ...]) -> tf_keras.Model:
     return tf_keras.Model(log_mel, output, name="musicnn_" + "_".join(pools))
 
 
-def build_pooled_network(model: str = MODEL, pools: Tuple[str, ...] = ("max_pool",)) -> tf_keras.Model:
+def build_pooled_network(model: str = MODEL, pools: Tuple[str, ...] = (POOL,)) -> tf_keras.Model:
     """[batch, 187, 96] log-mel -> [batch, 753 per pool] (max_pool and / or mean_pool), with
     `model`'s weights, frozen.
 
@@ -304,7 +305,7 @@ class MusicnnPatchFeatures(tf.Module):
     about 30 MB, so a batch of long tracks would otherwise need gigabytes.
     """
 
-    def __init__(self, models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = ("max_pool",), patch_batch: int = 16,
+    def __init__(self, models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = (POOL,), patch_batch: int = 16,
                  name=None):
         """`models`: the musicnn models (`MODELS`) whose pooled vectors (`pools`, of `POOLS`) of
         each patch are concatenated, model by model and pool by pool in these orders; they share
@@ -370,7 +371,7 @@ class MusicnnPatchFeatures(tf.Module):
         return features, counts
 
 
-def shared_patch_features(models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = ("max_pool",)) -> MusicnnPatchFeatures:
+def shared_patch_features(models: Tuple[str, ...] = (MODEL,), pools: Tuple[str, ...] = (POOL,)) -> MusicnnPatchFeatures:
     """The process's one MusicnnPatchFeatures of `models` and `pools` (building one reads the checkpoints and
     traces the graph). Built eagerly even when first asked for while a tf.function traces (a
     feature transform's or a serving graph's): its weights are set from numpy values."""
@@ -384,7 +385,7 @@ def _shared_patch_features(models: Tuple[str, ...], pools: Tuple[str, ...]) -> M
 
 
 def patch_features(waveform_22k: np.ndarray, models: Tuple[str, ...] = (MODEL,),
-                   pools: Tuple[str, ...] = ("max_pool",)) -> np.ndarray:
+                   pools: Tuple[str, ...] = (POOL,)) -> np.ndarray:
     """[patches, 753 per model and pool] float32 for one mono track at 22050 Hz (its first 30 s),
     by `shared_patch_features(models, pools)`."""
     waveform = np.asarray(waveform_22k, np.float32)
