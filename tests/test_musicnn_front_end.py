@@ -115,6 +115,25 @@ def test_beam_writes_musicnn_patch_features_beside_the_log_mels(musicnn_run):
                                rtol=2e-3, atol=2e-3)  # stored as float16
 
 
+def test_musicnn_front_ends_extracted_together_share_one_run_of_the_networks(tiny_dataset):
+    """The feature transform runs several front ends' frames through `track_frames_of`: each
+    musicnn front end's frames are its columns of the widest one's, equal to its own run."""
+    names = ["musicnn_msd_mtt", "log_mel", "musicnn"]  # musicnn's are columns of musicnn_msd_mtt's
+    _, path = load_dataset(tiny_dataset).audio_files()[1]
+    waveform = load_audio(path, max_seconds=30.0)
+    together = front_ends.track_frames_of(names)(waveform)
+    assert list(together) == names
+    for name in names:
+        alone = front_ends.front_end(name).track_frames()(waveform).numpy()
+        np.testing.assert_allclose(together[name], alone, rtol=1e-5, atol=1e-5)
+    widest = front_ends.MUSICNN_MSD_MTT_MAX_MEAN_FRONT_END
+    columns = front_ends.MUSICNN_MSD_MTT_FRONT_END.columns_in(widest)  # each model's max_pool, not its mean_pool
+    assert list(columns[[0, 752, 753, 1505]]) == [0, 752, 1506, 2258]
+    assert list(front_ends.MUSICNN_FRONT_END.columns_in(widest)) == list(range(753))
+    with pytest.raises(ValueError):
+        widest.columns_in(front_ends.MUSICNN_FRONT_END)  # a front end is no slice of a narrower one
+
+
 def test_the_musicnn_variant_trains_and_embeds_every_track(musicnn_run):
     trained = musicnn_run.trained
     assert trained.training_summary()["epochs_trained"] == 1

@@ -27,7 +27,7 @@ from etils import epath
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from musicrec import storage
 from musicrec.audio import decode
-from musicrec.audio.front_ends import FRONT_ENDS, LOG_MEL_FRONT_END, front_end
+from musicrec.audio.front_ends import FRONT_ENDS, LOG_MEL_FRONT_END, front_end, track_frames_of
 from musicrec.audio.logmel import DEFAULT, LogMelConfig
 
 METRICS_NAMESPACE = "musicrec.audio_features"
@@ -66,8 +66,8 @@ class _ExtractLogMelFn(beam.DoFn):
             input_signature=[tf.TensorSpec([None], tf.float32)],
         )
         # Other front ends' frames from the same decoded waveform (e.g. musicnn's patch features,
-        # for an audio branch that reads them): one traced graph each, built once per worker.
-        self._extra = {name: front_end(name).track_frames() for name in self._extra_front_ends}
+        # for an audio branch that reads them): traced graphs built once per worker.
+        self._extra_frames = track_frames_of(self._extra_front_ends)
         self._done = 0
         self._started = self._last_report = time.monotonic()
 
@@ -86,7 +86,7 @@ class _ExtractLogMelFn(beam.DoFn):
             )
             return
         log_mel = self._log_mel(waveform).numpy()
-        extra = {name: frames(waveform).numpy() for name, frames in self._extra.items()}
+        extra = self._extra_frames(waveform)
         self._counters["ok"].inc()
         self._report_progress()
         yield beam.pvalue.TaggedOutput(INDEX, {"track_id": track_id, "frames": int(log_mel.shape[0]),

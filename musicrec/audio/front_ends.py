@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import musicrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import numpy as np
@@ -120,6 +120,13 @@ class MusicnnFrontEnd(FrontEnd):
     def module(self):
         return musicnn.shared_patch_features(self.models, self.pools)  # musicnn's frozen networks, one set per process
 
+    def columns_in(self, wider: "MusicnnFrontEnd") -> np.ndarray:
+        """Where this front end's frame columns sit in `wider`'s frames (model by model, pool by
+        pool, as `MusicnnPatchFeatures` concatenates them); `wider` holds each of its models and pools."""
+        blocks = [wider.models.index(model) * len(wider.pools) + wider.pools.index(pool)
+                  for model in self.models for pool in self.pools]
+        return np.concatenate([np.arange(b * musicnn.FEATURE_DIM, (b + 1) * musicnn.FEATURE_DIM) for b in blocks])
+
 
 def _musicnn_front_end(name: str, models: Tuple[str, ...], pools: Tuple[str, ...] = (musicnn.POOL,)) -> MusicnnFrontEnd:
     # musicnn's patch is 187 frames of 256 samples at 16 kHz (2.992 s); 3 s contexts take one patch.
@@ -134,6 +141,33 @@ MUSICNN_MSD_MTT_FRONT_END = _musicnn_front_end("musicnn_msd_mtt", musicnn.MODELS
 MUSICNN_MSD_MTT_MAX_MEAN_FRONT_END = _musicnn_front_end("musicnn_msd_mtt_max_mean", musicnn.MODELS, musicnn.POOLS)
 FRONT_ENDS: Dict[str, FrontEnd] = {f.name: f for f in (LOG_MEL_FRONT_END, MUSICNN_FRONT_END, MUSICNN_MSD_MTT_FRONT_END,
                                                        MUSICNN_MSD_MTT_MAX_MEAN_FRONT_END)}
+
+
+def track_frames_of(names: Sequence[str]) -> Callable[[tf.Tensor], Dict[str, np.ndarray]]:
+    """One track's frames [frames, dim] by each named front end, as each one's `track_frames`
+    gives them; the musicnn front ends among them share one run of musicnn's networks.
+
+    A musicnn front end's frames are columns of those of one holding every model and pool in the
+    set, so the set runs that one and slices it: a campaign comparing musicnn front ends would
+    otherwise run the MSD network once per front end, for the same values."""
+    ends = [front_end(name) for name in names]
+    graphs = {f.name: f.track_frames() for f in ends if not isinstance(f, MusicnnFrontEnd)}
+    musicnn_ends = [f for f in ends if isinstance(f, MusicnnFrontEnd)]
+    if musicnn_ends:
+        widest = _musicnn_front_end(
+            "musicnn_shared", tuple(m for m in musicnn.MODELS if any(m in f.models for f in musicnn_ends)),
+            tuple(p for p in musicnn.POOLS if any(p in f.pools for f in musicnn_ends)))
+        widest_frames = widest.track_frames()
+        columns = {f.name: f.columns_in(widest) for f in musicnn_ends}
+
+    def frames(waveform) -> Dict[str, np.ndarray]:
+        result = {name: graph(waveform).numpy() for name, graph in graphs.items()}
+        if musicnn_ends:
+            wide = widest_frames(waveform).numpy()
+            result.update({name: np.ascontiguousarray(wide[:, cols]) for name, cols in columns.items()})
+        return {name: result[name] for name in names}
+
+    return frames
 
 
 def front_end(name: str) -> FrontEnd:
