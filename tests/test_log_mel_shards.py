@@ -24,7 +24,7 @@ def shard_files(tiny_log_mels, tmp_path_factory):
 
 
 def store_bytes(store: LogMelStore) -> int:
-    return store.log_mels.nbytes
+    return store.log_mels.numpy().nbytes if isinstance(store.log_mels, tf.Variable) else store.log_mels.nbytes
 
 
 def test_the_index_reads_every_track_without_its_log_mel(shard_files, tiny_log_mels):
@@ -44,10 +44,26 @@ def test_blocks_fit_the_budget_and_read_every_shard_once_per_pass(shard_files):
     for blocks in passes:
         assert sorted(f for block in blocks for f in block) == list(range(SHARDS))
         assert len(blocks) >= 3
-        for block in blocks:  # what is loaded is what the budget counted
-            loaded = shards.load(block)
-            assert store_bytes(loaded) == shards.block_bytes(block) <= budget
+        for block in blocks:  # each block fits the one buffer, whose size is within the budget
+            loaded = shards.training_buffer.load(block)
+            assert len(loaded.track_ids) * shards.row_bytes == shards.block_bytes(block) <= budget
+            assert store_bytes(loaded) <= budget
+            assert loaded.log_mels is shards.training_buffer.load(blocks[0]).log_mels  # reused, not reallocated
     assert len({tuple(map(tuple, blocks)) for blocks in passes}) > 1  # shuffled every pass
+
+
+def test_a_loaded_block_holds_its_tracks_log_mels_padded_as_in_memory(shard_files, tiny_log_mels):
+    shards = LogMelShards.scan(shard_files, budget_bytes=LogMelShards.scan(shard_files, 2**30).block_bytes([0, 1, 2]))
+    buffer = shards.training_buffer
+    for block in ([0, 1, 2], [5], [3, 7]):  # a smaller block after a larger one: stale rows stay unread
+        loaded = buffer.load(block)
+        rows = tiny_log_mels.rows(loaded.track_ids)
+        assert set(shards.file_of_track[shards.rows(loaded.track_ids)]) == set(block)
+        np.testing.assert_array_equal(loaded.lengths, tiny_log_mels.lengths[rows])
+        frames = tiny_log_mels.log_mels.shape[1]
+        np.testing.assert_array_equal(loaded.log_mels[: len(rows), :frames].numpy(), tiny_log_mels.log_mels[rows])
+        crops = Cropper(loaded, 130).at(np.arange(len(rows)), np.zeros(len(rows), np.int32))
+        np.testing.assert_array_equal(crops.numpy(), Cropper(tiny_log_mels, 130).at(rows, np.zeros(len(rows), np.int32)))
 
 
 def test_a_shard_larger_than_the_budget_is_a_clear_error(shard_files):

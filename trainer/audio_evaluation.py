@@ -36,20 +36,14 @@ def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, 
                      track_rows: Optional[np.ndarray] = None) -> np.ndarray:
     """[tracks, d]: mean AE over the non-overlapping context-length segments of each track's first 30 s.
     With `track_rows`, only those store rows are embedded (the others stay zero). Sharded
-    log-mels are embedded one block at a time, into the same rows."""
+    log-mels are read a few tracks at a time (a track's AE needs only its own log-mel), into
+    the same rows."""
     if not isinstance(store, LogMelShards):
         return _store_embeddings(encoder, store, context_frames, batch_size, track_rows)
     table = np.zeros((len(store.track_ids), encoder.output_shape[-1]), np.float32)
-    wanted = np.zeros(len(store.track_ids), bool)
-    wanted[slice(None) if track_rows is None else track_rows] = True
-    for block in store.blocks():
-        if not wanted[np.isin(store.file_of_track, block)].any():
-            continue
-        loaded = store.load(block)
-        rows = store.rows(loaded.track_ids)
-        block_rows = np.flatnonzero(wanted[rows])
-        table[rows[block_rows]] = _store_embeddings(encoder, loaded, context_frames, batch_size, block_rows)[block_rows]
-        del loaded  # before the next block loads: one block at a time
+    wanted = np.arange(len(store.track_ids)) if track_rows is None else np.asarray(track_rows)
+    for rows, tracks in store.stream(wanted):
+        table[rows] = _store_embeddings(encoder, tracks, context_frames, batch_size, None)
     return table
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,9 @@ class LogMelCatalogue:
 class LogMelStore(LogMelCatalogue):
     """Every track's log-mel, padded to the longest, as one [tracks, frames, mels] float16 array."""
 
-    log_mels: np.ndarray = None  # float16 [tracks, max_frames, n_mels]
+    # float16 [tracks, max_frames, n_mels]; or a loaded block's `tf.Variable` (trainer/log_mel_shards.py:
+    # BlockBuffer), whose rows past this store's tracks belong to no track and are never read.
+    log_mels: Union[np.ndarray, tf.Variable] = None
 
     @classmethod
     def from_arrays(cls, track_ids: Sequence[str], arrays: Sequence[np.ndarray], front_end: str = "log_mel") -> "LogMelStore":
@@ -84,7 +86,8 @@ class Cropper:
 
     def __init__(self, store: LogMelStore, context_frames: int):
         self.context_frames = context_frames
-        self._log_mels = tf.constant(store.log_mels)
+        # A variable is read by resource gathers (no copy of it); an array becomes a constant.
+        self._log_mels = store.log_mels if isinstance(store.log_mels, tf.Variable) else tf.constant(store.log_mels)
         self._lengths = tf.constant(store.lengths)
 
     def random(self, rows: tf.Tensor, seed: Optional[int] = None) -> tf.Tensor:

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Callable, Iterable, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -75,17 +75,20 @@ class LogMelShards(LogMelCatalogue):
                    budget_bytes=budget_bytes)
 
     def block_bytes(self, files: Iterable[int]) -> int:
-        """Memory of the files' log-mels loaded as one store: padded to the block's longest track."""
-        files = list(files)
-        tracks, frames = self._file_sizes
-        return int(tracks[files].sum()) * int(frames[files].max(initial=0)) * self.n_mels * BYTES_PER_VALUE
+        """Memory of the files' log-mels in the block buffer: each track padded to the index's
+        longest, so every block fits the one buffer that `BlockBuffer` allocates."""
+        tracks = self._file_sizes
+        return int(tracks[list(files)].sum()) * self.row_bytes
+
+    @property
+    def row_bytes(self) -> int:
+        """One track's row in a loaded block: the index's longest track's frames."""
+        return int(self.lengths.max(initial=0)) * self.n_mels * BYTES_PER_VALUE
 
     @functools.cached_property
-    def _file_sizes(self):
-        """Per file: its number of tracks and its longest track's frames."""
-        longest = np.zeros(len(self.files), np.int64)
-        np.maximum.at(longest, self.file_of_track, self.lengths)
-        return np.bincount(self.file_of_track, minlength=len(self.files)), longest
+    def _file_sizes(self) -> np.ndarray:
+        """Per file, its number of tracks."""
+        return np.bincount(self.file_of_track, minlength=len(self.files))
 
     def blocks(self, rng: Optional[np.random.Generator] = None) -> List[List[int]]:
         """The files grouped into blocks that fit the budget, in shuffled order with `rng`."""
@@ -103,17 +106,70 @@ class LogMelShards(LogMelCatalogue):
             current.append(int(file))
         return blocks + [current]
 
-    def load(self, block: List[int]) -> LogMelStore:
-        """The block's tracks in memory, written straight into one array sized from the index
-        (`LogMelStore.from_tfrecords` would hold the records and their stack at once)."""
-        members = np.flatnonzero(np.isin(self.file_of_track, block))  # shard rows, so sorted by id
-        lengths = self.lengths[members]
-        log_mels = np.full((len(members), int(lengths.max(initial=0)), self.n_mels), np.float16(FLOOR_DB), np.float16)
-        position = {track: i for i, track in enumerate(self.track_ids[members])}
-        for record in tf.data.TFRecordDataset([self.files[i] for i in block]).map(parse_example):
-            i = position[record["track_id"].numpy().decode()]
-            log_mels[i, : lengths[i]] = record["log_mel"].numpy()
-        return LogMelStore(self.track_ids[members], lengths, front_end=self.front_end, log_mels=log_mels)
+    @functools.cached_property
+    def training_buffer(self) -> "BlockBuffer":
+        """The buffer the training input loads its blocks into, one block after another."""
+        return BlockBuffer(self)
+
+    def stream(self, track_rows: np.ndarray, tracks_at_once: int = 64) -> Iterator[Tuple[np.ndarray, LogMelStore]]:
+        """(index rows, their log-mels as a small store) of the tracks at `track_rows`, a few at a
+        time in file order: for work on each track alone (its AE), which needs no block."""
+        wanted = set(self.track_ids[np.asarray(track_rows, np.int64)])
+        files = sorted(set(self.file_of_track[np.asarray(track_rows, np.int64)]))
+        ids, arrays = [], []
+        for record in tf.data.TFRecordDataset([self.files[i] for i in files]).map(parse_example):
+            track = record["track_id"].numpy().decode()
+            if track in wanted:
+                ids.append(track)
+                arrays.append(record["log_mel"].numpy().astype(np.float16))
+            if len(ids) == tracks_at_once:
+                yield self.rows(ids), LogMelStore.from_arrays(ids, arrays, self.front_end)
+                ids, arrays = [], []
+        if ids:
+            yield self.rows(ids), LogMelStore.from_arrays(ids, arrays, self.front_end)
+
+
+class BlockBuffer:
+    """Where blocks of shards are loaded: one float16 tf.Variable [the most tracks a block holds,
+    the longest track's frames, mels], allocated at the first block, each next block written over it.
+
+    Why one reused variable, not a new array per block: a block loaded as a numpy array, then
+    captured by tf.data as a constant, was held three times (the array, TensorFlow's copy,
+    and the copy tf.data serialises into its graph), and blocks let go were not returned to
+    the system: 5k tracks under a 1 GB budget peaked at 6 GB, and a new variable per block
+    grew with the number of blocks. `Cropper` reads the variable through resource gathers,
+    which copy only the frames they crop; records are written into their rows a batch at a time.
+    """
+
+    def __init__(self, shards: LogMelShards):
+        self._shards = shards
+        self._variable: Optional[tf.Variable] = None
+
+    def load(self, block: List[int], records_at_once: int = 32) -> LogMelStore:
+        """The block's tracks as a store over the buffer: its rows in sorted id order, as the
+        index's; rows past the block's tracks hold an earlier block's and are never read."""
+        shards = self._shards
+        members = np.flatnonzero(np.isin(shards.file_of_track, block))  # index rows, so sorted by id
+        longest = int(shards.lengths.max())
+        if self._variable is None:
+            with tf.init_scope():  # eager, even when first asked for inside a traced function
+                capacity = min(max(shards.budget_bytes // shards.row_bytes, 1), len(shards.track_ids))
+                self._variable = tf.Variable(tf.fill([capacity, longest, shards.n_mels], tf.constant(FLOOR_DB, tf.float16)),
+                                             trainable=False, name="log_mel_block")
+        position = {track: i for i, track in enumerate(shards.track_ids[members])}
+
+        def padded(record):
+            frames = tf.shape(record["log_mel"])[0]
+            log_mel = tf.pad(tf.cast(record["log_mel"], tf.float16), [[0, longest - frames], [0, 0]],
+                             constant_values=FLOOR_DB)
+            return record["track_id"], log_mel
+
+        records = tf.data.TFRecordDataset([shards.files[i] for i in block]).map(parse_example).map(padded)
+        for track_ids, log_mels in records.batch(records_at_once):
+            rows = [position[t.decode()] for t in track_ids.numpy()]
+            self._variable.scatter_update(tf.IndexedSlices(log_mels, tf.constant(rows, tf.int64)))
+        return LogMelStore(shards.track_ids[members], shards.lengths[members], front_end=shards.front_end,
+                           log_mels=self._variable)
 
 
 def write_shards(store: LogMelStore, folder, count: int) -> List[str]:
@@ -187,13 +243,13 @@ def _loaded_blocks(shards: LogMelShards, train: pd.DataFrame, make_dataset, rng:
         blocks = shards.blocks(rng)
         for number, block in enumerate(blocks):
             started = time.monotonic()
-            store = shards.load(block)
+            store = shards.training_buffer.load(block)
             pairs = train[train["track_id"].isin(set(store.track_ids))]
             logging.info("%s audio branch: block %d/%d, %d tracks and %d training pairs, loaded in %.1f s",
                          musicrec.LOG_TAG, number + 1, len(blocks), len(store.track_ids), len(pairs),
                          time.monotonic() - started)
             dataset = make_dataset(pairs, store, int(rng.integers(2**20)))
             to_shard_rows = tf.constant(shards.rows(store.track_ids), tf.int64)
-            del store, pairs  # the dataset holds what it needs (TensorFlow's copy of the log-mels)
+            del store, pairs  # the dataset reads the buffer until the next block overwrites it
             yield dataset, to_shard_rows, number == len(blocks) - 1
             del dataset
