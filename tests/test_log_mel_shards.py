@@ -92,6 +92,20 @@ def test_track_aes_from_blocks_equal_the_in_memory_ones(shard_files, tiny_log_me
     assert not np.delete(from_blocks, some, axis=0).any()  # only the rows asked for
 
 
+def test_streamed_aes_of_short_and_long_tracks_equal_the_in_memory_ones(tmp_path):
+    """Records are cropped one by one, padded as the in-memory store pads: tracks shorter than
+    the context, and of any length, get the same segments and the same AEs."""
+    rng = np.random.default_rng(0)
+    lengths = [100, 140, 431, 700, 1292, 1500]
+    store = LogMelStore.from_arrays([f"t{i}" for i in range(len(lengths))],
+                                    [rng.normal(-40, 15, (n, 128)).astype(np.float16) for n in lengths])
+    shards = LogMelShards.scan(write_shards(store, str(tmp_path), 3), budget_bytes=1)  # no block would fit
+    encoder = SiameseAudioModel(AudioBranchConfig(), np.zeros((1, 40), np.float32)).encoder
+    for context_frames in (130, 431):
+        np.testing.assert_allclose(track_embeddings(encoder, shards, context_frames),
+                                   track_embeddings(encoder, store, context_frames), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def tiny_pairs(tiny_dataset, tiny_log_mels, tiny_user_branch):
     return prepare_audio_branch(load_dataset(tiny_dataset), tiny_log_mels, tiny_user_branch / "model" / USER_TOWER_DIR, 130)

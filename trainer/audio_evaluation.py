@@ -23,7 +23,7 @@ from sklearn.metrics import precision_score, roc_auc_score
 
 from musicrec.data.audio_pairs import AudioPairs
 from musicrec.trainer.audio_data import usable_pairs
-from musicrec.trainer.audio_input import Cropper, LogMelCatalogue, LogMelStore, track_segments
+from musicrec.trainer.audio_input import Cropper, LogMelCatalogue, track_segments
 from musicrec.trainer.log_mel_shards import LogMels, LogMelShards
 from musicrec.trainer.pair_metrics import pair_auc
 from musicrec.trainer.similarity import cosine
@@ -36,29 +36,29 @@ def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, 
                      track_rows: Optional[np.ndarray] = None) -> np.ndarray:
     """[tracks, d]: mean AE over the non-overlapping context-length segments of each track's first 30 s.
     With `track_rows`, only those store rows are embedded (the others stay zero). Sharded
-    log-mels are read a few tracks at a time (a track's AE needs only its own log-mel), into
-    the same rows."""
-    if not isinstance(store, LogMelShards):
-        return _store_embeddings(encoder, store, context_frames, batch_size, track_rows)
-    table = np.zeros((len(store.track_ids), encoder.output_shape[-1]), np.float32)
-    wanted = np.arange(len(store.track_ids)) if track_rows is None else np.asarray(track_rows)
-    for rows, tracks in store.stream(wanted):
-        table[rows] = _store_embeddings(encoder, tracks, context_frames, batch_size, None)
-    return table
-
-
-def _store_embeddings(encoder: keras.Model, store: LogMelStore, context_frames: int, batch_size: int,
-                      track_rows: Optional[np.ndarray]) -> np.ndarray:
+    log-mels are read record by record (a track's AE needs only its own log-mel), into the
+    same rows."""
+    if isinstance(store, LogMelShards):
+        segments = store.segments(np.arange(len(store.track_ids)) if track_rows is None else track_rows, context_frames)
+        return _mean_segment_aes(encoder, segments.batch(batch_size).prefetch(1), len(store.track_ids))
     rows, offsets = track_segments(store, context_frames)
     if track_rows is not None:
         wanted = np.isin(rows, track_rows)
         rows, offsets = rows[wanted], offsets[wanted]
     cropper = Cropper(store, context_frames)
-    batches = tf.data.Dataset.from_tensor_slices((rows, offsets)).batch(batch_size).map(cropper.at)
-    segment_ae = np.concatenate([encoder(crops, training=False).numpy() for crops in batches], axis=0)
-    sums = np.zeros((len(store.track_ids), segment_ae.shape[1]), np.float64)
-    np.add.at(sums, rows, segment_ae)
-    counts = np.bincount(rows, minlength=len(store.track_ids))
+    segments = tf.data.Dataset.from_tensor_slices((rows, offsets)).batch(batch_size)
+    return _mean_segment_aes(encoder, segments.map(lambda r, o: (r, cropper.at(r, o))), len(store.track_ids))
+
+
+def _mean_segment_aes(encoder: keras.Model, batches: tf.data.Dataset, tracks: int) -> np.ndarray:
+    """Per track row, the mean AE of its segments in `batches` of (track rows, crops); zero for a
+    row with none."""
+    sums = np.zeros((tracks, encoder.output_shape[-1]), np.float64)
+    counts = np.zeros(tracks, np.int64)
+    for rows, crops in batches:
+        rows = rows.numpy()
+        np.add.at(sums, rows, encoder(crops, training=False).numpy())
+        counts += np.bincount(rows, minlength=tracks)
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -111,22 +111,33 @@ class LogMelShards(LogMelCatalogue):
         """The buffer the training input loads its blocks into, one block after another."""
         return BlockBuffer(self)
 
-    def stream(self, track_rows: np.ndarray, tracks_at_once: int = 64) -> Iterator[Tuple[np.ndarray, LogMelStore]]:
-        """(index rows, their log-mels as a small store) of the tracks at `track_rows`, a few at a
-        time in file order: for work on each track alone (its AE), which needs no block."""
-        wanted = set(self.track_ids[np.asarray(track_rows, np.int64)])
-        files = sorted(set(self.file_of_track[np.asarray(track_rows, np.int64)]))
-        ids, arrays = [], []
-        for record in tf.data.TFRecordDataset([self.files[i] for i in files]).map(parse_example):
-            track = record["track_id"].numpy().decode()
-            if track in wanted:
-                ids.append(track)
-                arrays.append(record["log_mel"].numpy().astype(np.float16))
-            if len(ids) == tracks_at_once:
-                yield self.rows(ids), LogMelStore.from_arrays(ids, arrays, self.front_end)
-                ids, arrays = [], []
-        if ids:
-            yield self.rows(ids), LogMelStore.from_arrays(ids, arrays, self.front_end)
+    def segments(self, track_rows, context_frames: int) -> tf.data.Dataset:
+        """(index row, crop [context_frames, dim]) of each back-to-back context-length segment of
+        the first 30 s of the tracks at `track_rows` (the front end says how segments meet, as
+        `audio_input.track_segments`), read record by record in file order: a track's AE needs
+        only its own log-mel, so no block is loaded for it."""
+        rows = np.unique(np.asarray(track_rows, np.int64))
+        if not len(rows):
+            raise ValueError("no tracks to read segments of")
+        row_of = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(self.track_ids[rows].astype(str), rows), default_value=-1)
+        front = front_ends.front_end(self.front_end)
+        stride = front.segment_stride(context_frames)
+
+        def track_segments(record):
+            frames = tf.shape(record["log_mel"])[0]
+            # Padded as the in-memory store pads: a track shorter than the context is cropped
+            # into its floor-level padding.
+            log_mel = tf.pad(record["log_mel"], [[0, tf.maximum(context_frames - frames, 0)], [0, 0]],
+                             constant_values=FLOOR_DB)
+            offsets = tf.range(front.segment_counts(frames, context_frames)) * stride
+            crops = tf.gather(log_mel, offsets[:, None] + tf.range(context_frames))
+            return tf.fill(tf.shape(offsets), row_of.lookup(record["track_id"])), crops
+
+        files = [self.files[i] for i in np.unique(self.file_of_track[rows])]
+        return (tf.data.TFRecordDataset(files).map(parse_example)
+                .filter(lambda record: row_of.lookup(record["track_id"]) >= 0)
+                .map(track_segments).unbatch())
 
 
 class BlockBuffer:
