@@ -10,8 +10,11 @@ shards (track ids, frames, which file) and reads the log-mels in blocks:
 - Training samples the liked training pairs of the block's tracks with the
   in-memory path's own tf.data pipeline (`triplet_dataset`): random crops,
   negatives among the user's disliked tracks in the block, resampled every pass.
-- Track AEs (evaluation, early stopping, refinement, export) are computed block
-  by block into one table indexed like the in-memory store.
+- Blocks are written into one reused buffer (`BlockBuffer`), so memory stays
+  flat however many blocks a pass has.
+- Track AEs (evaluation, early stopping, refinement, export) need no block: each
+  track's segments are cropped from its own record as the records stream by
+  (`LogMelShards.segments`), into one table indexed like the in-memory store.
 
 Why blocks of whole shards, not random access or in-batch negatives: TFRecord
 has no random access (and ArrayRecord is not on this stack), and in-batch
