@@ -53,12 +53,15 @@ def track_embeddings(encoder: keras.Model, store: LogMels, context_frames: int, 
 def _mean_segment_aes(encoder: keras.Model, batches: tf.data.Dataset, tracks: int) -> np.ndarray:
     """Per track row, the mean AE of its segments in `batches` of (track rows, crops); zero for a
     row with none."""
-    sums = np.zeros((tracks, encoder.output_shape[-1]), np.float64)
-    counts = np.zeros(tracks, np.int64)
+    sums, counts = None, np.zeros(tracks, np.int64)
     for rows, crops in batches:
-        rows = rows.numpy()
-        np.add.at(sums, rows, encoder(crops, training=False).numpy())
+        rows, segment_aes = rows.numpy(), np.asarray(encoder(crops, training=False))
+        if sums is None:  # the AE width from the first batch: `encoder` may be a SavedModel's signature
+            sums = np.zeros((tracks, segment_aes.shape[-1]), np.float64)
+        np.add.at(sums, rows, segment_aes)
         counts += np.bincount(rows, minlength=tracks)
+    if sums is None:
+        raise ValueError("no track segments to embed")
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
