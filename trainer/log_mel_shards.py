@@ -84,9 +84,14 @@ class LogMelShards(LogMelCatalogue):
         return int(tracks[list(files)].sum()) * self.row_bytes
 
     @property
+    def longest(self) -> int:
+        """The index's longest track's frames: every row of a loaded block is padded to it."""
+        return int(self.lengths.max(initial=0))
+
+    @property
     def row_bytes(self) -> int:
-        """One track's row in a loaded block: the index's longest track's frames."""
-        return int(self.lengths.max(initial=0)) * self.n_mels * BYTES_PER_VALUE
+        """One track's row in a loaded block."""
+        return self.longest * self.n_mels * BYTES_PER_VALUE
 
     @functools.cached_property
     def _file_sizes(self) -> np.ndarray:
@@ -164,7 +169,7 @@ class BlockBuffer:
         index's; rows past the block's tracks hold an earlier block's and are never read."""
         shards = self._shards
         members = np.flatnonzero(np.isin(shards.file_of_track, block))  # index rows, so sorted by id
-        longest = int(shards.lengths.max())
+        longest = shards.longest
         if self._variable is None:
             with tf.init_scope():  # eager, even when first asked for inside a traced function
                 capacity = min(max(shards.budget_bytes // shards.row_bytes, 1), len(shards.track_ids))
